@@ -1,0 +1,1 @@
+"""Caveat's text classifiers: normalization, keyword rules and the transformer model."""

@@ -1,0 +1,1 @@
+"""Caveat policies: YAML rules, thresholds, actions, community defaults and the evidence library."""

@@ -1,0 +1,319 @@
+"""Load and validate the policy directory into an immutable, content-hashed PolicySet."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import re2
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from policies.schema import (
+    LABELS, Citation, CommunitySettings, LabelPolicy, Note, NoteSource, OperatingPoint, Rule,
+)
+
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent
+CITABLE = {"cite", "cite-with-care"}
+
+
+@dataclass(frozen=True)
+class PolicyIssue:
+    """One problem found in a policy file, with its location."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class PolicyError(Exception):
+    """Raised when a policy directory is invalid; lists every problem as file:line: message."""
+
+    def __init__(self, issues: list[PolicyIssue]):
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Everything the engine needs, validated, immutable, and identified by `version`."""
+
+    version: str
+    directory: str
+    labels: Mapping[str, LabelPolicy]
+    rules: tuple[Rule, ...]
+    thresholds: Mapping[str, Mapping[str, Mapping[str, OperatingPoint]]]
+    notes: Mapping[str, Note]
+    community: CommunitySettings
+    files: tuple[str, ...] = field(default=())
+
+    def threshold(self, mode: str, label: str, band: str) -> OperatingPoint | None:
+        """The operating point for `label`/`band` in `mode` ('model' or 'rules_only')."""
+        return self.thresholds.get(mode, {}).get(label, {}).get(band)
+
+
+class _Doc:
+    """A parsed YAML file that remembers the line of every node for error messages."""
+
+    def __init__(self, path: Path, rel: str, issues: list[PolicyIssue]):
+        self.rel = rel
+        self.data: Any = None
+        self.root = None
+        text = path.read_text(encoding="utf-8")
+        try:
+            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            line = mark.line + 1 if mark else 1
+            problem = getattr(exc, "problem", None) or str(exc)
+            issues.append(PolicyIssue(rel, line, f"YAML syntax error: {problem}"))
+
+    def line(self, *path: Any) -> int:
+        """Line of the node at `path` (keys and list indexes), or of its nearest existing parent."""
+        node = self.root
+        best = node.start_mark.line + 1 if node is not None else 1
+        for key in path:
+            if isinstance(node, yaml.MappingNode):
+                found = None
+                for k, v in node.value:
+                    if k.value == key:
+                        found = (k, v)
+                        break
+                if found is None:
+                    break
+                best = found[0].start_mark.line + 1
+                node = found[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+                node = node.value[key]
+                best = node.start_mark.line + 1
+            else:
+                break
+        return best
+
+
+def _validate(model: type[BaseModel], data: Any, doc: _Doc, prefix: tuple, issues: list[PolicyIssue]):
+    """Validate `data` as `model`; turn pydantic errors into file:line issues."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = prefix + tuple(err["loc"])
+            where = ".".join(str(p) for p in loc)
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{loc[-1]}'"
+                where = ".".join(str(p) for p in loc[:-1]) or "(top level)"
+            issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"{where}: {msg}"))
+        return None
+
+
+def _expect_mapping(doc: _Doc, key: str, issues: list[PolicyIssue]) -> dict:
+    """The top-level mapping under `key`, or an issue saying it is missing."""
+    if doc.data is None and doc.root is None:
+        return {}
+    if not isinstance(doc.data, dict) or key not in doc.data:
+        issues.append(PolicyIssue(doc.rel, 1, f"missing top-level key '{key}'"))
+        return {}
+    # Top-level keys starting with "x-" hold YAML anchors shared by entries (e.g. exception lists).
+    extra = [k for k in doc.data if k != key and not str(k).startswith("x-")]
+    for k in extra:
+        issues.append(PolicyIssue(doc.rel, doc.line(k), f"unknown key '{k}'"))
+    return doc.data[key]
+
+
+def _resolve_citation(ref: Any, note_topic: str, library: dict, doc: _Doc, loc: tuple,
+                      issues: list[PolicyIssue]) -> Citation | None:
+    """Turn a note's citation ref into a Citation using only verified library fields."""
+    entry = library.get(ref.ref)
+    if entry is None:
+        issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"citation '{ref.ref}' is not in the evidence library"))
+        return None
+    verified = entry.get("verified") or {}
+    if not verified.get("ids"):
+        issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"citation '{ref.ref}' has unverified identifiers"))
+        return None
+    use = entry.get("bot_use")
+    if use not in CITABLE:
+        issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"citation '{ref.ref}' may not be cited (bot_use: {use})"))
+        return None
+    if use == "cite-with-care" and not ref.caveat:
+        issues.append(PolicyIssue(doc.rel, doc.line(*loc),
+                                  f"citation '{ref.ref}' is cite-with-care: add a caveat saying the limits of the evidence"))
+        return None
+    return Citation(
+        ref=ref.ref, title=str(entry["title"]).strip(), source=str(entry.get("journal_or_publisher", "")),
+        year=str(entry.get("year", "")), pmid=entry.get("pmid"), doi=entry.get("doi"), url=entry.get("url"),
+        caveat=ref.caveat,
+    )
+
+
+def load_policy(directory: str | os.PathLike | None = None, *, today: date | None = None) -> PolicySet:
+    """Load `directory` (default: the shipped policies); raise PolicyError listing every problem."""
+    root = Path(directory or os.environ.get("CAVEAT_POLICY_DIR") or DEFAULT_POLICY_DIR)
+    today = today or date.today()
+    issues: list[PolicyIssue] = []
+    if not root.is_dir():
+        raise PolicyError([PolicyIssue(str(root), 0, "policy directory not found")])
+
+    def doc(rel: str, required: bool = True) -> _Doc | None:
+        path = root / rel
+        if not path.is_file():
+            if required:
+                issues.append(PolicyIssue(rel, 0, "file not found"))
+            return None
+        return _Doc(path, rel, issues)
+
+    hasher = hashlib.sha256()
+    files = ["policy.yaml", "rules.yaml", "thresholds.yaml", "community.yaml", "evidence/citations.yaml"]
+    note_files = sorted(str(p.relative_to(root)) for p in (root / "notes").glob("*.yaml"))
+    for rel in files + note_files:
+        path = root / rel
+        if path.is_file():
+            hasher.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+
+    policy_doc, rules_doc, thr_doc, comm_doc = (doc(f) for f in files[:4])
+    evidence_doc = doc("evidence/citations.yaml")
+    library = {e["id"]: e for e in (evidence_doc.data or [])} if evidence_doc and isinstance(evidence_doc.data, list) else {}
+
+    # Notes first: rules and labels refer to them.
+    notes: dict[str, Note] = {}
+    if not note_files:
+        issues.append(PolicyIssue("notes/", 0, "no caution notes found"))
+    for rel in note_files:
+        nd = doc(rel)
+        if nd is None or nd.root is None:
+            continue
+        raw_notes = _expect_mapping(nd, "notes", issues)
+        if not isinstance(raw_notes, list):
+            issues.append(PolicyIssue(rel, nd.line("notes"), "notes: must be a list"))
+            continue
+        for i, raw in enumerate(raw_notes):
+            src = _validate(NoteSource, raw, nd, ("notes", i), issues)
+            if src is None:
+                continue
+            if src.id in notes:
+                issues.append(PolicyIssue(rel, nd.line("notes", i, "id"), f"duplicate note id '{src.id}'"))
+            if src.review_by < today:
+                issues.append(PolicyIssue(rel, nd.line("notes", i, "review_by"),
+                                          f"note '{src.id}' is past its review_by date {src.review_by}"))
+            cites = [_resolve_citation(c, src.topic, library, nd, ("notes", i, "citations", j), issues)
+                     for j, c in enumerate(src.citations)]
+            if all(cites):
+                notes[src.id] = Note(id=src.id, topic=src.topic, title=src.title, text=src.text.strip(),
+                                     citations=tuple(cites), reviewed_on=src.reviewed_on, review_by=src.review_by)
+
+    labels: dict[str, LabelPolicy] = {}
+    if policy_doc:
+        raw_labels = _expect_mapping(policy_doc, "labels", issues)
+        for name, raw in (raw_labels or {}).items():
+            if name not in LABELS:
+                issues.append(PolicyIssue(policy_doc.rel, policy_doc.line("labels", name),
+                                          f"unknown label '{name}' (known: {', '.join(LABELS)})"))
+                continue
+            lp = _validate(LabelPolicy, raw, policy_doc, ("labels", name), issues)
+            if lp is None:
+                continue
+            if lp.default_note and lp.default_note not in notes:
+                issues.append(PolicyIssue(policy_doc.rel, policy_doc.line("labels", name, "default_note"),
+                                          f"label '{name}' names unknown note '{lp.default_note}'"))
+            labels[name] = lp
+        for name in LABELS:
+            if raw_labels is not None and name not in labels and name not in (raw_labels or {}):
+                issues.append(PolicyIssue(policy_doc.rel, policy_doc.line("labels"), f"label '{name}' has no policy"))
+
+    rules: list[Rule] = []
+    if rules_doc:
+        raw_rules = _expect_mapping(rules_doc, "rules", issues)
+        if not isinstance(raw_rules, list):
+            issues.append(PolicyIssue(rules_doc.rel, rules_doc.line("rules"), "rules: must be a list"))
+            raw_rules = []
+        seen: set[str] = set()
+        for i, raw in enumerate(raw_rules):
+            if isinstance(raw, dict) and "label" in raw and raw["label"] not in LABELS:
+                issues.append(PolicyIssue(rules_doc.rel, rules_doc.line("rules", i, "label"),
+                                          f"rules.{i}: unknown label '{raw['label']}' (known: {', '.join(LABELS)})"))
+                continue
+            rule = _validate(Rule, raw, rules_doc, ("rules", i), issues)
+            if rule is None:
+                continue
+            if rule.id in seen:
+                issues.append(PolicyIssue(rules_doc.rel, rules_doc.line("rules", i, "id"), f"duplicate rule id '{rule.id}'"))
+            seen.add(rule.id)
+            if not rule.terms and not rule.patterns:
+                issues.append(PolicyIssue(rules_doc.rel, rules_doc.line("rules", i),
+                                          f"rule '{rule.id}' needs terms or patterns"))
+            if rule.note and rule.note not in notes:
+                issues.append(PolicyIssue(rules_doc.rel, rules_doc.line("rules", i, "note"),
+                                          f"rule '{rule.id}' names unknown note '{rule.note}'"))
+            for key in ("patterns", "exceptions"):
+                for j, pattern in enumerate(getattr(rule, key)):
+                    try:
+                        re2.compile(pattern)
+                    except Exception as exc:  # re2 raises its own error type
+                        issues.append(PolicyIssue(rules_doc.rel, rules_doc.line("rules", i, key, j),
+                                                  f"rule '{rule.id}' {key}[{j}]: bad regex {pattern!r}: {exc}"))
+            rules.append(rule)
+
+    thresholds: dict[str, dict[str, dict[str, OperatingPoint]]] = {}
+    if thr_doc:
+        raw_thr = _expect_mapping(thr_doc, "thresholds", issues) or {}
+        for mode, per_label in raw_thr.items():
+            if mode not in ("model", "rules_only"):
+                issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", mode),
+                                          f"unknown threshold set '{mode}' (known: model, rules_only)"))
+                continue
+            for label, bands in (per_label or {}).items():
+                if label not in LABELS:
+                    issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", mode, label), f"unknown label '{label}'"))
+                    continue
+                for band, raw in (bands or {}).items():
+                    if band not in ("note", "queue", "escalate"):
+                        issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", mode, label, band),
+                                                  f"unknown band '{band}' (known: note, queue, escalate)"))
+                        continue
+                    op = _validate(OperatingPoint, raw, thr_doc, ("thresholds", mode, label, band), issues)
+                    if op is not None:
+                        thresholds.setdefault(mode, {}).setdefault(label, {})[band] = op
+        for name, lp in labels.items():
+            for band in lp.bands:
+                if band.threshold not in thresholds.get("rules_only", {}).get(name, {}):
+                    issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", "rules_only"),
+                                              f"rules_only.{name}.{band.threshold}: missing threshold"))
+
+    community = None
+    if comm_doc:
+        community = _validate(CommunitySettings, _expect_mapping(comm_doc, "community", issues), comm_doc,
+                              ("community",), issues)
+        if community and community.default_locale not in community.crisis_resources:
+            issues.append(PolicyIssue(comm_doc.rel, comm_doc.line("community", "default_locale"),
+                                      f"no crisis_resources for default_locale '{community.default_locale}'"))
+
+    if issues:
+        raise PolicyError(issues)
+    return PolicySet(
+        version="pol-" + hasher.hexdigest()[:12], directory=str(root),
+        labels=MappingProxyType(labels), rules=tuple(rules),
+        thresholds=MappingProxyType({m: MappingProxyType({l: MappingProxyType(b) for l, b in per.items()})
+                                     for m, per in thresholds.items()}),
+        notes=MappingProxyType(notes), community=community, files=tuple(files + note_files),
+    )
+
+
+class PolicyHolder:
+    """Keeps the PolicySet in force; a failed reload raises and leaves the previous one in place."""
+
+    def __init__(self, policy: PolicySet):
+        self.current = policy
+
+    def reload(self, directory: str | os.PathLike | None = None) -> PolicySet:
+        """Load again from `directory` (default: the current one); keep the old set on error."""
+        self.current = load_policy(directory or self.current.directory)
+        return self.current
