@@ -1,0 +1,169 @@
+"""The one path every adapter (Discord, web sandbox, replay) takes: assess, store, then say what to post.
+
+Order matters: the post and the decision are stored before anything public happens, and a public reply is
+reserved in storage before it is sent, so processing the same post twice never sends a second note.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from bot.engine import Decision, Engine, Post
+from bot.engine.actions import has_note, has_queue
+from bot.storage import Store
+from policies.loader import PolicySet
+
+log = logging.getLogger("caveat.pipeline")
+
+
+class Scorer(Protocol):
+    """Anything that scores texts with the model: the classifier runner, or a test double."""
+
+    version: str
+
+    async def score(self, text: str) -> dict[str, float]:
+        """Model probabilities per label for one text."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a post and what the adapter should do now."""
+
+    post_id: int
+    decision_id: int | None
+    decision: Decision | None
+    case_id: int | None = None
+    reply: str | None = None          # 'note' | 'resources' | None: the adapter must post it, then confirm
+    note_blocked: str | None = None   # why a note was not sent (shadow mode, cooldown, already sent)
+    duplicate: bool = False
+    shadow: bool = False
+
+
+class Pipeline:
+    """Assess posts with the current policy and optional model, and keep storage in step."""
+
+    def __init__(self, store: Store, policy: PolicySet, scorer: Scorer | None = None):
+        self.store = store
+        self.scorer = scorer
+        self.set_policy(policy)
+
+    def set_policy(self, policy: PolicySet) -> None:
+        """Switch to a new (already validated) PolicySet."""
+        self.policy = policy
+        self.engine = Engine(policy)
+
+    async def decide(self, post: Post) -> Decision:
+        """Assess without storing anything (dry runs: `/caveat test`, `caveat check`)."""
+        if self.scorer is None:
+            return self.engine.assess(post)
+        try:
+            scores = await self.scorer.score(post.text)
+        except Exception as exc:  # model failure or timeout: fail safe to rules + review
+            log.warning("model scoring failed for post %s: %s; using rules only", post.key, type(exc).__name__)
+            return self.engine.assess(post, model_version=self.scorer.version, model_failed=True)
+        return self.engine.assess(post, scores, model_version=self.scorer.version)
+
+    async def is_shadow(self, post: Post) -> bool:
+        """Shadow mode for this post's channel: the channel override, else the community default."""
+        value = await self.store.get_setting(f"channel:{post.channel_id}", "shadow_mode")
+        return self.policy.community.shadow_mode if value is None else bool(value)
+
+    async def handle(self, post: Post, *, shadow: bool | None = None, now: datetime | None = None) -> Outcome:
+        """Process a new post once; a repeat of the same message returns the stored outcome and no reply."""
+        post_id, new = await self.store.upsert_post(post, now=now)
+        if not new:
+            existing = await self.store.latest_decision(post_id)
+            if existing is not None:
+                return Outcome(post_id, existing["id"], None, duplicate=True)
+        shadow = await self.is_shadow(post) if shadow is None else shadow
+        decision = await self.decide(post)
+        return await self._record(post, post_id, decision, shadow=shadow, now=now)
+
+    async def handle_edit(self, post: Post, *, now: datetime | None = None) -> Outcome | None:
+        """Re-assess an edited post: the case follows the new decision; a second note is never sent."""
+        stored = await self.store.post_by_message(post.platform, post.message_id)
+        if stored is None:
+            return await self.handle(post, now=now)
+        if stored["deleted_at"] or stored["purged_at"]:
+            return None
+        await self.store.edit_post(stored["id"], post.text, now=now)
+        decision = await self.decide(post)
+        shadow = await self.is_shadow(post)
+        outcome = await self._record(post, stored["id"], decision, shadow=shadow, now=now, edited=True)
+        await self.store.audit("caveat", "reassessed_edit", post_id=stored["id"], decision_id=outcome.decision_id,
+                               detail={"action": decision.action}, now=now)
+        return outcome
+
+    async def handle_delete(self, platform: str, message_id: str, *, now: datetime | None = None) -> int | None:
+        """The member deleted the post: purge its text and close its cases."""
+        return await self.store.delete_post(platform, message_id, now=now)
+
+    async def _record(self, post: Post, post_id: int, decision: Decision, *, shadow: bool,
+                      now: datetime | None, edited: bool = False) -> Outcome:
+        store = self.store
+        decision_id = await store.save_decision(post_id, decision, shadow=shadow, now=now)
+        await store.audit("caveat", "decision", post_id=post_id, decision_id=decision_id,
+                          detail={"action": decision.action, "labels": list(decision.labels), "mode": decision.mode,
+                                  "shadow": shadow, "model_version": decision.model_version,
+                                  "policy_version": decision.policy_version}, now=now)
+        case_id = None
+        # A queued action opens a case; shadow mode records what would have happened; an edit updates its case.
+        if decision.action != "none" and (has_queue(decision.action) or shadow or
+                                          (edited and await store.has_open_case(post_id))):
+            kind = "shadow" if shadow and decision.action != "escalate" else "flag"
+            case_id = await store.open_case(post_id, decision_id, decision, channel_id=post.channel_id,
+                                            community_id=post.community_id, kind=kind, now=now)
+            await store.audit("caveat", "case_opened", case_id=case_id, post_id=post_id, decision_id=decision_id,
+                              now=now)
+        reply, blocked = None, None
+        if decision.action == "escalate":
+            # The emergency lane ignores shadow mode and cooldowns: a member in crisis always gets resources.
+            if await store.claim_reply(post_id, "resources", now=now):
+                reply = "resources"
+        elif has_note(decision.action):
+            reply, blocked = await self._note_gate(post, post_id, decision, shadow=shadow, now=now)
+            if blocked:
+                await store.audit("caveat", "note_withheld", post_id=post_id, decision_id=decision_id,
+                                  detail={"reason": blocked}, now=now)
+        return Outcome(post_id, decision_id, decision, case_id, reply, blocked, shadow=shadow)
+
+    async def _note_gate(self, post: Post, post_id: int, decision: Decision, *, shadow: bool,
+                         now: datetime | None) -> tuple[str | None, str | None]:
+        """May a public note go out? Shadow mode, an earlier note for this post, and cooldowns say no."""
+        if shadow:
+            return None, "shadow mode"
+        if "note" in await self.store.replies(post_id):
+            return None, "a note was already sent for this post"
+        cd = self.policy.community.cooldowns
+        allowed, reason = await self.store.note_allowed(
+            post.channel_id, post.author_id, decision.topic or decision.note_id or "general",
+            per_user_topic_hours=cd.per_user_topic_hours, per_channel_notes=cd.per_channel_notes,
+            per_channel_window_minutes=cd.per_channel_window_minutes, now=now)
+        if not allowed:
+            return None, reason
+        if not await self.store.claim_reply(post_id, "note", now=now):
+            return None, "a note was already sent for this post"
+        return "note", None
+
+    async def reply_sent(self, post: Post, outcome: Outcome, message_id: str | None, *,
+                         now: datetime | None = None) -> None:
+        """The adapter posted the reply: remember its id and count it against cooldowns."""
+        await self.store.set_reply_message(outcome.post_id, outcome.reply, message_id)
+        if outcome.reply == "note" and outcome.decision is not None:
+            d = outcome.decision
+            await self.store.record_note(post.channel_id, post.author_id, d.topic or d.note_id or "general", now=now)
+        await self.store.audit("caveat", f"{outcome.reply}_sent", post_id=outcome.post_id,
+                               decision_id=outcome.decision_id, detail={"message_id": message_id}, now=now)
+
+    async def reply_failed(self, outcome: Outcome, error: str, *, now: datetime | None = None) -> None:
+        """Posting the reply failed: release the reservation so a retry can send it, and audit the failure."""
+        await self.store.release_reply(outcome.post_id, outcome.reply)
+        await self.store.audit("caveat", f"{outcome.reply}_failed", post_id=outcome.post_id,
+                               decision_id=outcome.decision_id, detail={"error": error}, now=now)
+
+
+def replace_text(post: Post, text: str) -> Post:
+    """A copy of `post` with new text (for edits)."""
+    return replace(post, text=text)

@@ -1,0 +1,74 @@
+"""Deleting posts, forgetting members and the retention purge: text goes, anonymized counts stay."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from bot.storage.clock import iso, utcnow
+
+REDACTED = "[removed]"
+
+
+class PrivacyMixin:
+    """Store methods that remove members' text everywhere it is kept."""
+
+    async def _redact_post_rows(self, where: str, args: tuple, *, mark: str, now: datetime | None) -> list[int]:
+        """Blank the text of matching posts and every copy of it in their decisions and feedback."""
+        rows = await self._all(f"SELECT id FROM posts WHERE {where}", args)
+        ids = [r["id"] for r in rows]
+        at = iso(now)
+        for post_id in ids:
+            await self.conn.execute(
+                f"UPDATE posts SET text=NULL, author_name=NULL, url=NULL, {mark}=COALESCE({mark}, ?) WHERE id=?",
+                (at, post_id))
+            for drow in await self._all("SELECT id, detail FROM decisions WHERE post_id=?", (post_id,)):
+                detail = json.loads(drow["detail"])
+                for rule in detail.get("rules", []):
+                    rule["spans"] = [[s, e, None] for s, e, _ in rule.get("spans", [])]
+                detail["why"] = REDACTED
+                await self.conn.execute("UPDATE decisions SET detail=? WHERE id=?", (json.dumps(detail), drow["id"]))
+            await self.conn.execute(
+                "UPDATE feedback SET reason=NULL WHERE decision_id IN (SELECT id FROM decisions WHERE post_id=?)", (post_id,))
+        await self.conn.commit()
+        return ids
+
+    async def delete_post(self, platform: str, message_id: str, *, actor: str = "platform",
+                          now: datetime | None = None) -> int | None:
+        """The member deleted a post: purge its text and close its open cases. Returns the post id."""
+        ids = await self._redact_post_rows("platform=? AND message_id=?", (platform, message_id),
+                                           mark="deleted_at", now=now)
+        if not ids:
+            return None
+        post_id = ids[0]
+        at = iso(now)
+        open_cases = await self._all("SELECT id FROM cases WHERE post_id=? AND status != 'resolved'", (post_id,))
+        await self.conn.execute(
+            "UPDATE cases SET status='resolved', resolution='deleted', resolved_by=?, resolved_at=?, updated_at=?"
+            " WHERE post_id=? AND status != 'resolved'", (actor, at, at, post_id))
+        await self.conn.commit()
+        await self.audit(actor, "post_deleted", post_id=post_id,
+                         detail={"closed_cases": [r["id"] for r in open_cases]}, now=now)
+        return post_id
+
+    async def forget_user(self, author_id: str, *, actor: str | None = None, now: datetime | None = None) -> int:
+        """Remove a member's text everywhere (posts, decisions, their feedback reasons); returns posts purged."""
+        ids = await self._redact_post_rows("author_id=?", (author_id,), mark="purged_at", now=now)
+        await self.conn.execute("UPDATE feedback SET reason=NULL WHERE user_id=?", (author_id,))
+        await self.conn.commit()
+        await self.audit(actor or "member", "forget_me", detail={"posts_purged": len(ids)}, now=now)
+        return len(ids)
+
+    async def purge_retention(self, days: int, *, now: datetime | None = None) -> int:
+        """Drop the text of posts older than `days`; decisions and daily counts stay. Returns posts purged."""
+        cutoff = iso((now or utcnow()) - timedelta(days=days))
+        ids = await self._redact_post_rows("created_at < ? AND purged_at IS NULL AND text IS NOT NULL", (cutoff,),
+                                           mark="purged_at", now=now)
+        await self.conn.execute("DELETE FROM cooldowns WHERE at < ?", (cutoff,))
+        await self.conn.commit()
+        if ids:
+            await self.audit("retention", "purge", detail={"posts_purged": len(ids), "days": days}, now=now)
+        return len(ids)
+
+    async def daily_counts(self) -> list[dict]:
+        """Anonymized decision counts per day, label and action (kept after purges)."""
+        return [dict(r) for r in await self._all("SELECT * FROM daily_counts ORDER BY day, label, action")]

@@ -1,0 +1,64 @@
+"""Moderator-facing statistics and the export of moderator outcomes as labeled examples."""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+# Outcomes that confirm the flag was right, and the one that says it was a false positive.
+CONFIRMING = ("sent_note", "removed", "escalated")
+REJECTING = ("dismissed",)
+
+
+class StatsMixin:
+    """Store methods that summarize cases and decisions."""
+
+    async def stats(self) -> dict:
+        """Cases by label and outcome, notes sent, judged note precision, and per-rule hit and dismiss counts."""
+        by_label = Counter()
+        by_outcome = Counter()
+        for r in await self._all("SELECT COALESCE(label, 'none') AS label, COALESCE(resolution, status) AS outcome,"
+                                 " COUNT(*) AS n FROM cases GROUP BY 1, 2"):
+            by_label[r["label"]] += r["n"]
+            by_outcome[r["outcome"]] += r["n"]
+        notes_sent = (await self._one("SELECT COUNT(*) AS n FROM replies WHERE kind='note' AND message_id IS NOT NULL"))["n"]
+        judged = await self._all(
+            "SELECT c.resolution FROM cases c JOIN decisions d ON d.id=c.decision_id"
+            " WHERE d.action IN ('note', 'note_and_queue') AND c.status='resolved'")
+        good = sum(1 for r in judged if r["resolution"] in CONFIRMING)
+        bad = sum(1 for r in judged if r["resolution"] in REJECTING)
+        rules: dict[str, dict[str, int]] = defaultdict(lambda: {"hits": 0, "dismissed": 0, "confirmed": 0})
+        for r in await self._all("SELECT d.detail, c.resolution FROM decisions d LEFT JOIN cases c ON c.decision_id=d.id"):
+            for hit in json.loads(r["detail"]).get("rules", []):
+                if hit.get("suppressed_by") or not hit.get("weight"):
+                    continue
+                entry = rules[hit["rule"]]
+                entry["hits"] += 1
+                if r["resolution"] in REJECTING:
+                    entry["dismissed"] += 1
+                elif r["resolution"] in CONFIRMING:
+                    entry["confirmed"] += 1
+        for entry in rules.values():
+            judged_n = entry["dismissed"] + entry["confirmed"]
+            entry["dismiss_rate"] = round(entry["dismissed"] / judged_n, 3) if judged_n else None
+        per_day = [dict(r) for r in await self._all(
+            "SELECT substr(created_at, 1, 10) AS day, COALESCE(label, 'none') AS label, COUNT(*) AS n"
+            " FROM cases GROUP BY 1, 2 ORDER BY 1")]
+        return {
+            "cases_by_label": dict(by_label), "cases_by_outcome": dict(by_outcome), "notes_sent": notes_sent,
+            "notes_judged": good + bad, "note_precision": round(good / (good + bad), 3) if good + bad else None,
+            "rules": dict(sorted(rules.items())), "cases_per_day": per_day,
+            "open_cases": (await self._one("SELECT COUNT(*) AS n FROM cases WHERE status != 'resolved'"))["n"],
+        }
+
+    async def export_feedback(self) -> list[dict]:
+        """Moderator outcomes as labeled examples for retraining: {text, label, source, case_id}."""
+        out = []
+        rows = await self._all(
+            "SELECT c.id, c.label, c.resolution, c.reason_code, p.text FROM cases c JOIN posts p ON p.id=c.post_id"
+            " WHERE c.status='resolved' AND p.text IS NOT NULL AND c.resolution IN (?,?,?,?) ORDER BY c.id",
+            CONFIRMING + REJECTING)
+        for r in rows:
+            label = "benign" if r["resolution"] in REJECTING else (r["label"] or "benign")
+            out.append({"id": f"case-{r['id']}", "text": r["text"], "label": label,
+                        "source": f"moderator:{r['resolution']}", "reason_code": r["reason_code"]})
+        return out
