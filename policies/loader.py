@@ -148,9 +148,11 @@ def _resolve_citation(ref: Any, note_topic: str, library: dict, doc: _Doc, loc: 
         issues.append(PolicyIssue(doc.rel, doc.line(*loc),
                                   f"citation '{ref.ref}' is cite-with-care: add a caveat saying the limits of the evidence"))
         return None
+    year = str(entry.get("year") or "")
+    year = year[:4] if year[:4].isdigit() else ("current label" if year.startswith("current label") else "")
     return Citation(
         ref=ref.ref, title=str(entry["title"]).strip(), source=str(entry.get("journal_or_publisher", "")),
-        year=str(entry.get("year", "")), pmid=entry.get("pmid"), doi=entry.get("doi"), url=entry.get("url"),
+        year=year, pmid=entry.get("pmid"), doi=entry.get("doi"), url=entry.get("url"),
         caveat=ref.caveat,
     )
 

@@ -1,0 +1,286 @@
+"""`caveat`: check posts, replay a channel history, validate policy, train and evaluate, run the bot or dashboard."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+from bot.engine import Decision, Engine, Post
+from policies.loader import PolicyError, PolicySet, load_policy
+from policies.schema import LABELS
+
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"caveat: {message}", file=sys.stderr)
+    return code
+
+
+def _policy(args) -> PolicySet:
+    return load_policy(getattr(args, "policy", None))
+
+
+def _scorer(args):
+    """The model scorer for the CLI, or None for rules only (--rules-only, or no model artifact)."""
+    if getattr(args, "rules_only", False):
+        return None
+    from classifiers.model import ModelUnavailable, load_default_classifier
+    try:
+        return load_default_classifier(getattr(args, "model", None))
+    except ModelUnavailable as exc:
+        print(f"caveat: model unavailable ({exc}); using keyword rules only", file=sys.stderr)
+        return None
+
+
+def _highlight(text: str, decision: Decision, color: bool) -> str:
+    spans = sorted({(s.start, s.end) for h in decision.rule_hits if h.weight > 0 for s in h.spans})
+    out, pos = [], 0
+    for start, end in spans:
+        if start < pos:
+            continue
+        out.append(text[pos:start])
+        out.append(f"\033[1;33m{text[start:end]}\033[0m" if color else f"[{text[start:end]}]")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def render_verdict(text: str, d: Decision, color: bool = False) -> str:
+    """The readable verdict printed by `caveat check "text"`."""
+    lines = [f"Post:    {_highlight(text, d, color)}", f"Action:  {d.action}",
+             "Labels:  " + (", ".join(f"{lab} ({d.scores[lab]:.2f})" for lab in d.labels) or "none (benign)"),
+             "Scores:  " + "  ".join(f"{lab} {d.scores[lab]:.2f}" for lab in LABELS)]
+    for h in d.rule_hits:
+        if h.weight == 0:
+            continue
+        state = "" if h.active else f"  (set aside: exception {h.suppressed_by!r})"
+        lines.append(f"Rule:    {h.rule_id} -> {h.label} w={h.weight:g}: " + ", ".join(repr(s.text) for s in h.spans) + state)
+    if d.note:
+        lines.append(f"Note:    [{d.note.id}] {d.note.title}")
+        lines.append(f"         {d.note.text}")
+        for i, c in enumerate(d.note.citations, 1):
+            ids = ", ".join(x for x in (f"PMID {c.pmid}" if c.pmid else "", f"doi:{c.doi}" if c.doi else "") if x)
+            extra = f" ({c.caveat})" if c.caveat else ""
+            title = c.title if c.title.endswith((".", "?", "!")) else c.title + "."
+            lines.append(f"  [{i}] {title} {c.source}, {c.year}.{(' ' + ids + '.') if ids else ''}{extra} {c.link or ''}".rstrip())
+    if d.resources:
+        lines.append("Crisis resources:")
+        lines.extend(f"  - {r.name}: {r.contact}" + (f" ({r.url})" if r.url else "") for r in d.resources)
+    lines.append(f"Why:     {d.why}")
+    lines.append(f"Versions: model {d.model_version}, policy {d.policy_version}")
+    return "\n".join(lines)
+
+
+def jsonl_row(row_id, d: Decision) -> dict:
+    """The stable `caveat check --jsonl` output contract."""
+    return {"id": row_id, "labels": list(d.labels), "scores": {k: round(v, 4) for k, v in d.scores.items()},
+            "action": d.action, "note_id": d.note_id,
+            "rules": [h.rule_id for h in d.rule_hits if h.active and h.weight > 0]}
+
+
+def _read_jsonl(handle, source: str):
+    for n, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ValueError(f"{source}:{n}: each line needs a string 'text' field")
+        yield n, row
+
+
+async def _check_jsonl(args, engine: Engine, scorer) -> int:
+    source = "<stdin>" if args.jsonl == "-" else args.jsonl
+    handle = sys.stdin if args.jsonl == "-" else open(args.jsonl, encoding="utf-8")
+    rows = []
+    try:
+        for n, row in _read_jsonl(handle, source):
+            rows.append((row.get("id", n), row["text"]))
+    except ValueError as exc:
+        return _fail(str(exc))
+    finally:
+        if handle is not sys.stdin:
+            handle.close()
+    scores = await scorer.score_many([t for _, t in rows]) if scorer else [None] * len(rows)
+    version = scorer.version if scorer else "rules-only"
+    for (row_id, text), s in zip(rows, scores):
+        d = engine.assess(Post("cli", str(row_id), "cli", "cli", text), s, model_version=version)
+        print(json.dumps(jsonl_row(row_id, d), ensure_ascii=False))
+    return 0
+
+
+def cmd_check(args) -> int:
+    """Assess text and print the verdict (or JSON lines with --jsonl)."""
+    policy = _policy(args)
+    engine = Engine(policy)
+    scorer = _scorer(args)
+
+    async def run() -> int:
+        try:
+            if args.jsonl:
+                return await _check_jsonl(args, engine, scorer)
+            if not args.text:
+                return _fail("check needs TEXT or --jsonl FILE")
+            text = " ".join(args.text)
+            s = await scorer.score(text) if scorer else None
+            d = engine.assess(Post("cli", "0", "cli", "cli", text), s, model_version=scorer.version if scorer else "rules-only")
+            if args.json:
+                print(json.dumps(d.to_dict(), ensure_ascii=False, indent=2))
+            else:
+                print(render_verdict(text, d, color=sys.stdout.isatty()))
+            return 0
+        finally:
+            if scorer:
+                await scorer.close()
+    return asyncio.run(run())
+
+
+def cmd_policy_validate(args) -> int:
+    """Validate a policy directory; exit 2 with file:line errors."""
+    try:
+        p = load_policy(args.dir)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            print(str(issue), file=sys.stderr)
+        return EXIT_USAGE
+    print(f"ok: {p.directory}: {len(p.rules)} rules, {len(p.notes)} notes, policy version {p.version}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    """Score a channel history into shadow cases and print what Caveat would have done."""
+    from bot.replay import replay
+    return asyncio.run(replay(args, _policy(args), _scorer(args)))
+
+
+def cmd_export_feedback(args) -> int:
+    """Write moderator outcomes as labeled JSON lines for retraining."""
+    from bot.storage import Store, default_db_path
+
+    async def run() -> int:
+        store = await Store.open(args.db or default_db_path())
+        try:
+            rows = await store.export_feedback()
+        finally:
+            await store.close()
+        out = open(args.output, "w", encoding="utf-8") if args.output != "-" else sys.stdout
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if out is not sys.stdout:
+            out.close()
+            print(f"wrote {len(rows)} examples to {args.output}", file=sys.stderr)
+        return 0
+    return asyncio.run(run())
+
+
+def cmd_purge(args) -> int:
+    """Apply the retention limit now: drop post text older than the configured days."""
+    from bot.storage import Store, default_db_path
+    days = args.days or _policy(args).community.retention_days
+
+    async def run() -> int:
+        store = await Store.open(args.db or default_db_path())
+        try:
+            n = await store.purge_retention(days)
+        finally:
+            await store.close()
+        print(f"purged the text of {n} posts older than {days} days")
+        return 0
+    return asyncio.run(run())
+
+
+def _lazy(module: str, func: str = "main"):
+    """A subcommand handler that imports its module only when run (keeps `caveat check` light)."""
+    def run(args) -> int:
+        import importlib
+        return getattr(importlib.import_module(module), func)(args)
+    return run
+
+
+def _add_heavy_commands(sub) -> None:
+    """Subcommands whose modules pull in torch, discord.py or aiohttp; each module has `add_arguments`."""
+    import importlib
+    for name, module, help_text in HEAVY_COMMANDS:
+        sp = sub.add_parser(name, help=help_text)
+        importlib.import_module(module + "_args").add_arguments(sp)
+        sp.set_defaults(func=_lazy(module))
+
+
+HEAVY_COMMANDS: list[tuple[str, str, str]] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    p = argparse.ArgumentParser(prog="caveat", description=__doc__)
+    p.add_argument("--policy", help="policy directory (default: $CAVEAT_POLICY_DIR or the shipped policies)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_opts(sp):
+        sp.add_argument("--model", help="trained model directory (default: $CAVEAT_MODEL_DIR or the shipped model)")
+        sp.add_argument("--rules-only", action="store_true", help="score with keyword rules only")
+
+    c = sub.add_parser("check", help="assess a post and print the verdict")
+    c.add_argument("text", nargs="*", help="the post text")
+    c.add_argument("--jsonl", metavar="FILE", help="read JSON lines with id and text ('-' for stdin)")
+    c.add_argument("--json", action="store_true", help="print the full decision as JSON")
+    model_opts(c)
+    c.set_defaults(func=cmd_check)
+
+    r = sub.add_parser("replay", help="score a channel export into shadow cases")
+    r.add_argument("export", help="DiscordChatExporter JSON export or JSON lines with id and text")
+    r.add_argument("--db", help="database file (default: $CAVEAT_DB or the user data directory)")
+    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    model_opts(r)
+    r.set_defaults(func=cmd_replay)
+
+    pol = sub.add_parser("policy", help="policy tools")
+    pol_sub = pol.add_subparsers(dest="policy_command", required=True)
+    v = pol_sub.add_parser("validate", help="validate a policy directory")
+    v.add_argument("dir", nargs="?", help="policy directory (default: the shipped policies)")
+    v.set_defaults(func=cmd_policy_validate)
+
+    e = sub.add_parser("export-feedback", help="write moderator outcomes as labeled JSON lines")
+    e.add_argument("--db", help="database file")
+    e.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    e.set_defaults(func=cmd_export_feedback)
+
+    pu = sub.add_parser("purge", help="drop post text older than the retention limit")
+    pu.add_argument("--db", help="database file")
+    pu.add_argument("--days", type=int, help="override community.retention_days")
+    pu.set_defaults(func=cmd_purge)
+
+    _add_heavy_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `caveat` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PolicyError as exc:
+        print("caveat: invalid policy:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        return _fail(f"file not found: {exc.filename}")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""`caveat replay`: score a whole channel history into shadow cases and summarize what Caveat would have done."""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from bot.engine import Post
+from bot.pipeline import Pipeline
+from bot.storage import Store, default_db_path
+from policies.schema import LABELS
+
+
+def load_export(path: str) -> list[Post]:
+    """Posts from a DiscordChatExporter JSON export or JSON lines; raises ValueError naming file and line."""
+    raw = Path(path).read_text(encoding="utf-8")
+    stripped = raw.lstrip()
+    if stripped.startswith("{") and '"messages"' in raw[:100_000]:
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        return _from_exporter(data, path)
+    posts = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ValueError(f"{path}:{n}: each line needs a string 'text' field")
+        posts.append(Post(platform="replay", message_id=str(row.get("id", n)), channel_id=str(row.get("channel", "replay")),
+                          author_id=str(row.get("author", "unknown")), text=row["text"],
+                          created_at=_time(row.get("timestamp"))))
+    return posts
+
+
+def _from_exporter(data: dict, path: str) -> list[Post]:
+    channel = data.get("channel") or {}
+    guild = data.get("guild") or {}
+    posts = []
+    for i, m in enumerate(data.get("messages") or []):
+        if not isinstance(m, dict) or "id" not in m:
+            raise ValueError(f"{path}: messages[{i}] has no id")
+        author = m.get("author") or {}
+        if author.get("isBot") or not (m.get("content") or "").strip():
+            continue
+        posts.append(Post(platform="discord", message_id=str(m["id"]), channel_id=str(channel.get("id", "export")),
+                          channel_name=channel.get("name", ""), community_id=str(guild.get("id", "")),
+                          author_id=str(author.get("id", "unknown")), author_name=author.get("name", ""),
+                          text=m["content"], created_at=_time(m.get("timestamp"))))
+    return posts
+
+
+def _time(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+async def replay(args, policy, scorer) -> int:
+    """Run every post of the export through the pipeline in shadow mode and print a summary table."""
+    try:
+        posts = load_export(args.export)
+    except ValueError as exc:
+        print(f"caveat: {exc}", file=sys.stderr)
+        return 2
+    store = await Store.open(args.db or default_db_path())
+    pipeline = Pipeline(store, policy, scorer)
+    table: Counter = Counter()
+    duplicates = 0
+    try:
+        from tqdm import tqdm
+        for post in tqdm(posts, desc="replay", unit="post", disable=args.no_progress, file=sys.stderr):
+            outcome = await pipeline.handle(post, shadow=True)
+            if outcome.duplicate:
+                duplicates += 1
+                continue
+            d = outcome.decision
+            for label in d.labels or ("benign",):
+                table[(label, d.action)] += 1
+    finally:
+        await store.close()
+        if scorer:
+            await scorer.close()
+    print(summary_table(table, len(posts), duplicates))
+    print(f"\nDecisions stored as shadow cases in {args.db or default_db_path()}")
+    return 0
+
+
+def summary_table(table: Counter, total: int, duplicates: int) -> str:
+    """Rows per label, columns per action: what Caveat would have done."""
+    actions = ["none", "note", "queue", "note_and_queue", "escalate"]
+    rows = [("label", *actions)]
+    for label in (*LABELS, "benign"):
+        rows.append((label, *(str(table.get((label, a), 0)) for a in actions)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"\n{total} posts read, {total - duplicates} scored, {duplicates} already stored (skipped)")
+    return "\n".join(lines)
