@@ -214,7 +214,10 @@ def _add_heavy_commands(sub) -> None:
         sp.set_defaults(func=_lazy(module))
 
 
-HEAVY_COMMANDS: list[tuple[str, str, str]] = []
+HEAVY_COMMANDS: list[tuple[str, str, str]] = [
+    ("train", "classifiers.train", "fine-tune the classifier and write the artifact"),
+    ("eval", "classifiers.evaluate", "evaluate model and rules on labeled JSON lines; choose thresholds"),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,174 @@
+"""`caveat eval`: per-label metrics for the model and for rules alone, plots, and operating-point selection.
+
+Operating points (written with --write-thresholds):
+- note (public caution note): maximum recall with precision >= 0.95
+- queue (moderator review): the highest threshold with recall >= 0.90
+- escalate (emergency): the highest threshold with recall >= 0.98
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from bot.engine import Engine, Post
+from classifiers.metrics import label_metrics, max_recall_at_precision, pr_points, threshold_for_recall
+from classifiers.train import read_rows
+from policies.loader import PolicyError, load_policy
+from policies.schema import LABELS
+
+NOTE_PRECISION = 0.95
+QUEUE_RECALL = 0.90
+ESCALATE_RECALL = 0.98
+
+
+def choose_points(scores: list[float], positive: list[bool], label: str, eval_set: str, fallback: dict) -> dict:
+    """Operating points for one label, each with provenance and the dev numbers it was chosen at."""
+    out = {}
+    wanted = {"escalate": ("recall", ESCALATE_RECALL)} if label == "emergency" else {
+        "note": ("precision", NOTE_PRECISION), "queue": ("recall", QUEUE_RECALL)}
+    for band, (kind, target) in wanted.items():
+        found = (max_recall_at_precision(scores, positive, target) if kind == "precision"
+                 else threshold_for_recall(scores, positive, target))
+        rule = f"max recall @ precision>={target}" if kind == "precision" else f"highest threshold with recall>={target}"
+        if found is None or found[0] <= 0:
+            prev = fallback.get(band, {"value": 0.5})
+            out[band] = {"value": float(prev["value"]), "chosen_by": f"{rule}: not reachable on {eval_set}, kept previous value",
+                         "eval_set": eval_set}
+        else:
+            t, p, r = found
+            out[band] = {"value": round(float(t) - 1e-6, 6), "chosen_by": rule, "eval_set": eval_set,
+                         "metrics": {"precision": round(p, 4), "recall": round(r, 4)}}
+    if "note" in out and "queue" in out and out["queue"]["value"] > out["note"]["value"]:
+        out["queue"]["value"] = out["note"]["value"]
+        out["queue"]["chosen_by"] += " (capped at the note threshold)"
+    return out
+
+
+def _plots(out: Path, gold: list[str], systems: dict[str, list[list[float]]]) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    files = []
+    fig, axes = plt.subplots(1, len(LABELS), figsize=(4 * len(LABELS), 3.6))
+    for j, label in enumerate(LABELS):
+        ax = axes[j]
+        positive = [g == label for g in gold]
+        for name, rows in systems.items():
+            pts = pr_points([r[j] for r in rows], positive)
+            ax.plot([p[2] for p in pts], [p[1] for p in pts], marker="." if name == "rules" else None, label=name)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "pr_curves.png", dpi=90)
+    plt.close(fig)
+    files.append(str(out / "pr_curves.png"))
+    if "model" in systems:
+        fig, axes = plt.subplots(1, len(LABELS), figsize=(4 * len(LABELS), 3.2))
+        for j, label in enumerate(LABELS):
+            pos = [r[j] for r, g in zip(systems["model"], gold) if g == label]
+            neg = [r[j] for r, g in zip(systems["model"], gold) if g != label]
+            axes[j].hist([neg, pos], bins=20, range=(0, 1), label=["other", label], log=True)
+            axes[j].set_title(f"model score: {label}", fontsize=9)
+            axes[j].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "score_histograms.png", dpi=90)
+        plt.close(fig)
+        files.append(str(out / "score_histograms.png"))
+    return files
+
+
+def _decision_thresholds(policy, mode: str) -> dict[str, float]:
+    """The lowest band threshold per label: at or above it, Caveat acts (note, queue or escalate)."""
+    out = {}
+    for label in LABELS:
+        values = [op.value for op in policy.thresholds.get(mode, {}).get(label, {}).values()]
+        out[label] = min(values) if values else 1.01
+    return out
+
+
+def _print_table(title: str, m: dict) -> None:
+    print(f"\n{title}: macro-F1 {m['macro_f1']:.3f}, benign false-positive rate {m['benign_fpr']:.3f} (n={m['n']})")
+    for label, v in m["per_label"].items():
+        print(f"  {label:22s} P {v['precision']:.3f}  R {v['recall']:.3f}  F1 {v['f1']:.3f}  (n={v['support']})")
+
+
+def write_thresholds(policy_dir: str, points: dict) -> None:
+    """Rewrite thresholds.yaml with new points; restore the old file if the result does not validate."""
+    path = Path(policy_dir) / "thresholds.yaml"
+    old = path.read_text(encoding="utf-8")
+    header = "# Operating points per label and band, with provenance. `caveat eval --write-thresholds` rewrites this file.\n"
+    path.write_text(header + yaml.safe_dump({"thresholds": points}, sort_keys=False, width=120), encoding="utf-8")
+    try:
+        load_policy(policy_dir)
+    except PolicyError:
+        path.write_text(old, encoding="utf-8")
+        raise
+
+
+def main(args) -> int:
+    """`caveat eval FILE`."""
+    try:
+        rows = read_rows(args.file)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"caveat: {exc}", file=sys.stderr)
+        return 2
+    policy = load_policy(args.policy)
+    engine = Engine(policy)
+    gold = [r["label"] for r in rows]
+    eval_set = args.eval_set or Path(args.file).stem
+    rule_rows = [[engine.assess(Post("eval", str(i), "eval", "eval", r["text"])).rule_scores[lab] for lab in LABELS]
+                 for i, r in enumerate(rows)]
+    systems = {"rules": rule_rows}
+    model_version = None
+    from classifiers.model import ModelUnavailable, get_classifier
+    try:
+        clf = get_classifier(args.model)
+        model_version = clf.version
+        systems["model"] = [[p[lab] for lab in LABELS] for p in clf.predict([r["text"] for r in rows], batch_size=64)]
+    except ModelUnavailable as exc:
+        print(f"caveat: model unavailable ({exc}); evaluating rules only", file=sys.stderr)
+
+    points = {m: {lab: {b: op.model_dump() for b, op in bands.items()} for lab, bands in per.items()}
+              for m, per in policy.thresholds.items()}
+    if args.write_thresholds:
+        for name, mode in (("rules", "rules_only"), ("model", "model")):
+            if name not in systems:
+                continue
+            for j, label in enumerate(LABELS):
+                points.setdefault(mode, {})[label] = choose_points(
+                    [r[j] for r in systems[name]], [g == label for g in gold], label, eval_set,
+                    points.get(mode, {}).get(label, {}))
+        write_thresholds(policy.directory, points)
+        policy = load_policy(policy.directory)
+        print(f"wrote operating points to {Path(policy.directory) / 'thresholds.yaml'} (policy {policy.version})")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"file": args.file, "n": len(rows), "model_version": model_version, "policy_version": policy.version}
+    for name, mode in (("rules", "rules_only"), ("model", "model")):
+        if name not in systems:
+            continue
+        th = _decision_thresholds(policy, mode)
+        m = label_metrics(gold, systems[name], th)
+        report[name] = {"thresholds": th, **m}
+        _print_table(f"{'model ' + model_version if name == 'model' else 'rules only'} (acts at: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in th.items()) + ")", m)
+    if "model" in systems:
+        print("\nF1 gain of the model over rules only: " + ", ".join(
+            f"{lab} {report['model']['per_label'][lab]['f1'] - report['rules']['per_label'][lab]['f1']:+.3f}" for lab in LABELS))
+        print("\nConfusion (rows: gold, columns: model's top label)")
+        conf = report["model"]["confusion"]
+        cols = list(conf)
+        print("  " + " " * 22 + " ".join(f"{c[:9]:>9s}" for c in cols))
+        for g in cols:
+            print(f"  {g:22s}" + " ".join(f"{conf[g][c]:9d}" for c in cols))
+    report["plots"] = _plots(out, gold, systems)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nplots and metrics.json written to {out}/")
+    return 0

