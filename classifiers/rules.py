@@ -145,7 +145,7 @@ class RuleSet:
             for t in r.terms + r.near:
                 for part in t.split():
                     part = part.rstrip("*")
-                    if len(part) >= 4:
+                    if len(part) >= 3:
                         watched.add(part)
         self.watched = tuple(sorted(watched))
 

@@ -93,11 +93,14 @@ def _rule_scores(hits: list[RuleHit]) -> dict[str, float]:
 
 
 def _choose_note(policy: PolicySet, hits: list[RuleHit], label_actions: dict[str, str]) -> Note | None:
-    """The most specific note: a hit on a noted label, then any hit with a note, then the label's default."""
+    """The most specific note: a hit on a noted label, then any hit with a note, then the label's default.
+
+    Suppressed hits count here: an exception judges stance, and when the model has judged stance the
+    rule's topic is still the best guide to which evidence applies.
+    """
     noted = [lab for lab in LABELS if has_note(label_actions[lab])]
     with_note = [h for h in hits if h.note]
-    for pool in ([h for h in with_note if h.label in noted and h.active],
-                 [h for h in with_note if h.active]):
+    for pool in ([h for h in with_note if h.label in noted], with_note):
         if pool:
             best = max(pool, key=lambda h: h.weight)  # max keeps the first (policy order) on ties
             return policy.notes[best.note]

@@ -36,6 +36,8 @@ async def open_db(path: str | os.PathLike) -> aiosqlite.Connection:
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA foreign_keys=ON")
     await conn.execute("PRAGMA busy_timeout=5000")
+    # Health data: overwrite deleted content with zeros instead of leaving it in free pages.
+    await conn.execute("PRAGMA secure_delete=ON")
     await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
     async with conn.execute("SELECT version FROM schema_migrations") as cur:
         done = {row[0] for row in await cur.fetchall()}

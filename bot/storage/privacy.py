@@ -30,6 +30,9 @@ class PrivacyMixin:
             await self.conn.execute(
                 "UPDATE feedback SET reason=NULL WHERE decision_id IN (SELECT id FROM decisions WHERE post_id=?)", (post_id,))
         await self.conn.commit()
+        if ids:
+            # Old page versions in the write-ahead log still hold the text until a checkpoint.
+            await self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ids
 
     async def delete_post(self, platform: str, message_id: str, *, actor: str = "platform",

@@ -1,0 +1,167 @@
+"""Storage on a real SQLite file: idempotency, cases and locking, audit, cooldowns, deletion and retention."""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bot.engine import Engine, Post
+from bot.pipeline import Pipeline
+from bot.storage import CaseConflict, Store
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+RISKY = "Put the rapa cream right on the fresh surgical wound, it stops the scar"
+
+
+def post(text=RISKY, mid="m1", author="u1", channel="c1", created=T0) -> Post:
+    return Post("discord", mid, channel, author, text, author_name="Member", created_at=created)
+
+
+async def test_same_post_twice_gives_one_decision_and_one_note(store, policy):
+    pipe = Pipeline(store, policy)
+    first = await pipe.handle(post(), now=T0)
+    assert first.reply == "note" and first.case_id
+    await pipe.reply_sent(post(), first, "reply-1", now=T0)
+    again = await pipe.handle(post(), now=T0)
+    assert again.duplicate and again.reply is None
+    # Even a fresh pipeline (a restart) over the same database does not reply again.
+    restarted = await Pipeline(store, policy).handle(post(), now=T0)
+    assert restarted.duplicate and restarted.reply is None
+    assert await store.replies(first.post_id) == {"note": "reply-1"}
+
+
+async def test_decision_is_stored_before_the_reply_with_versions(store, policy):
+    out = await Pipeline(store, policy).handle(post(), now=T0)
+    d = await store.decision(out.decision_id)
+    assert d["policy_version"] == policy.version and d["model_version"] == "rules-only"
+    assert d["detail"]["rules"][0]["spans"][0][2] == "rapa"
+    events = [e["action"] for e in await store.audit_log()]
+    assert "decision" in events and "case_opened" in events
+
+
+async def test_claim_conflict_names_the_holder(store, policy):
+    out = await Pipeline(store, policy).handle(post(), now=T0)
+    await store.claim(out.case_id, "alice")
+    with pytest.raises(CaseConflict) as err:
+        await store.claim(out.case_id, "bob")
+    assert err.value.holder == "alice" and "alice" in str(err.value)
+    with pytest.raises(CaseConflict):
+        await store.resolve(out.case_id, "bob", "dismissed", reason_code="false_positive")
+    case = await store.resolve(out.case_id, "alice", "dismissed", reason_code="false_positive")
+    assert case["status"] == "resolved" and case["resolution"] == "dismissed" and case["reason_code"] == "false_positive"
+    with pytest.raises(CaseConflict):
+        await store.claim(out.case_id, "alice")
+    actions = [(e["actor"], e["action"]) for e in await store.audit_log(case_id=out.case_id)]
+    assert ("alice", "claim") in actions and ("alice", "dismissed") in actions
+
+
+async def test_audit_log_is_append_only(store):
+    await store.audit("alice", "claim", case_id=1)
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.conn.execute("UPDATE audit SET actor='mallory'")
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.conn.execute("DELETE FROM audit")
+
+
+async def test_deleting_a_post_removes_its_text_everywhere_and_closes_the_case(store, policy, tmp_path):
+    out = await Pipeline(store, policy).handle(post(), now=T0)
+    await Pipeline(store, policy).handle_delete("discord", "m1", now=T0)
+    case = await store.case(out.case_id)
+    assert case["status"] == "resolved" and case["resolution"] == "deleted"
+    assert case["text"] is None
+    decision = await store.decision(out.decision_id)
+    assert decision["action"] == "note_and_queue"  # the decision itself is kept for audit
+    assert decision["detail"]["why"] == "[removed]"
+    assert all(span[2] is None for rule in decision["detail"]["rules"] for span in rule["spans"])
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("caveat.db*"))
+    assert b"fresh surgical wound" not in raw
+
+
+async def test_forget_me_purges_only_that_members_text(store, policy):
+    pipe = Pipeline(store, policy)
+    a = await pipe.handle(post(mid="a", author="u1"), now=T0)
+    b = await pipe.handle(post(mid="b", author="u2"), now=T0)
+    assert await store.forget_user("u1") == 1
+    assert (await store.post(a.post_id))["text"] is None
+    assert (await store.post(b.post_id))["text"] == RISKY
+
+
+async def test_retention_purge_drops_old_text_and_keeps_counts(store, policy):
+    pipe = Pipeline(store, policy)
+    old = await pipe.handle(post(mid="old", created=T0 - timedelta(days=100)), now=T0 - timedelta(days=100))
+    new = await pipe.handle(post(mid="new", author="u2", created=T0), now=T0)
+    assert await store.purge_retention(90, now=T0) == 1
+    assert (await store.post(old.post_id))["text"] is None
+    assert (await store.post(new.post_id))["text"] == RISKY
+    counts = await store.daily_counts()
+    assert sum(c["count"] for c in counts if c["label"] == "risky_self_treatment") == 2
+
+
+async def test_cooldown_one_note_per_member_per_topic(store, policy):
+    pipe = Pipeline(store, policy)
+    first = await pipe.handle(post(mid="1"), now=T0)
+    await pipe.reply_sent(post(mid="1"), first, "r1", now=T0)
+    second = await pipe.handle(post(mid="2"), now=T0 + timedelta(hours=1))
+    assert second.reply is None and "already got a note" in second.note_blocked
+    later = await pipe.handle(post(mid="3"), now=T0 + timedelta(hours=25))
+    assert later.reply == "note"
+
+
+async def test_cooldown_caps_notes_per_channel(store, policy):
+    pipe = Pipeline(store, policy)
+    limit = policy.community.cooldowns.per_channel_notes
+    for i in range(limit):
+        out = await pipe.handle(post(mid=f"m{i}", author=f"u{i}"), now=T0)
+        await pipe.reply_sent(post(mid=f"m{i}", author=f"u{i}"), out, f"r{i}", now=T0)
+    capped = await pipe.handle(post(mid="extra", author="someone"), now=T0 + timedelta(minutes=1))
+    assert capped.reply is None and "in this channel" in capped.note_blocked
+
+
+async def test_shadow_channel_records_but_never_posts(store, policy):
+    await store.set_setting("channel:c1", "shadow_mode", True)
+    out = await Pipeline(store, policy).handle(post(), now=T0)
+    assert out.reply is None and out.note_blocked == "shadow mode"
+    assert (await store.case(out.case_id))["kind"] == "shadow"
+
+
+async def test_emergency_replies_even_in_shadow_mode_and_ignores_cooldowns(store, policy):
+    await store.set_setting("channel:c1", "shadow_mode", True)
+    out = await Pipeline(store, policy).handle(post("I want to kill myself tonight"), now=T0)
+    assert out.reply == "resources"
+    assert (await store.case(out.case_id))["priority"] == 4
+
+
+async def test_edit_updates_the_case_and_never_sends_a_second_note(store, policy):
+    pipe = Pipeline(store, policy)
+    first = await pipe.handle(post(), now=T0)
+    await pipe.reply_sent(post(), first, "r1", now=T0)
+    edited = await pipe.handle_edit(post("Put the rapa cream on the fresh surgical wound. DM me, I sell sirolimus"), now=T0)
+    assert edited.reply is None
+    case = await store.case(first.case_id)
+    assert case["decision_id"] == edited.decision_id and "promotion" in case["labels"]
+
+
+async def test_failed_reply_can_be_retried(store, policy):
+    pipe = Pipeline(store, policy)
+    out = await pipe.handle(post(), now=T0)
+    await pipe.reply_failed(out, "HTTP 500")
+    assert await store.claim_reply(out.post_id, "note")
+
+
+async def test_queue_sorts_by_severity_then_age(store, policy):
+    pipe = Pipeline(store, policy)
+    await pipe.handle(post(mid="a"), now=T0)
+    await pipe.handle(post("I want to kill myself tonight", mid="b", author="u2"), now=T0 + timedelta(minutes=5))
+    cases = await store.cases(sort="severity")
+    assert [c["message_id"] for c in cases] == ["b", "a"]
+    assert [c["message_id"] for c in await store.cases(sort="oldest")] == ["a", "b"]
+
+
+async def test_migrations_are_idempotent(tmp_path):
+    s1 = await Store.open(tmp_path / "x.db")
+    await s1.close()
+    s2 = await Store.open(tmp_path / "x.db")
+    async with s2.conn.execute("SELECT COUNT(*) FROM schema_migrations") as cur:
+        assert (await cur.fetchone())[0] == 1
+    await s2.close()
