@@ -1,0 +1,1 @@
+"""The moderators' web dashboard and sandbox channel (aiohttp; `caveat serve`)."""

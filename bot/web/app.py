@@ -1,0 +1,148 @@
+"""`caveat serve`: the moderators' dashboard and the sandbox channel, on the same storage as the Discord bot."""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+import sys
+from importlib import resources
+
+from aiohttp import web
+
+from bot.pipeline import Pipeline
+from bot.storage import Store, default_db_path
+from bot.web import auth, cases, reports, sandbox, thresholds
+from bot.web.keys import AUTH, PIPELINE, POLICY_DIR, STORE
+from policies.loader import PolicySet, load_policy
+
+log = logging.getLogger("caveat.web")
+SECRET_ENV = "CAVEAT_WEB_SECRET"
+MIN_SECRET = 32
+
+
+def is_loopback(host: str) -> bool:
+    """Is `host` this machine only (127.0.0.0/8, ::1 or localhost)?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_problem(host: str, allow_remote: bool, secret: str | None) -> str | None:
+    """Why binding `host` is refused, or None when it is allowed."""
+    if is_loopback(host):
+        return None
+    if not allow_remote:
+        return f"--host {host} is reachable from other machines; add --allow-remote to mean it"
+    if not secret or len(secret) < MIN_SECRET:
+        return f"--allow-remote needs ${SECRET_ENV} set to a random secret of at least {MIN_SECRET} characters"
+    return None
+
+
+async def session_secret(store: Store) -> bytes:
+    """$CAVEAT_WEB_SECRET, else a random secret kept in the database so sessions survive a restart."""
+    if os.environ.get(SECRET_ENV):
+        return os.environ[SECRET_ENV].encode()
+    stored = await store.get_setting("web", "session_secret")
+    if not stored:
+        stored = secrets.token_hex(32)
+        await store.set_setting("web", "session_secret", stored)
+    return bytes.fromhex(stored)
+
+
+async def _root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/queue")
+
+
+def build_app(store: Store, pipeline: Pipeline, policy_dir: str, *, secret: bytes | None = None,
+              secure_cookies: bool = False) -> web.Application:
+    """The aiohttp application with every page; services are injected, nothing global."""
+    app = web.Application(middlewares=[auth.security_middleware], client_max_size=256 * 1024)
+    app[STORE] = store
+    app[PIPELINE] = pipeline
+    app[POLICY_DIR] = str(policy_dir)
+    app[AUTH] = auth.Auth(store, secret or secrets.token_bytes(32), secure_cookies=secure_cookies)
+    r = app.router
+    r.add_get("/", _root)
+    r.add_get("/login", auth.login_page)
+    r.add_post("/login", auth.login_submit)
+    r.add_post("/logout", auth.logout)
+    r.add_get("/sandbox", sandbox.sandbox_page)
+    r.add_post("/sandbox/post", sandbox.sandbox_submit)
+    r.add_get("/queue", cases.queue_page)
+    r.add_get(r"/case/{case_id}", cases.case_page)
+    r.add_post(r"/case/{case_id}/{action}", cases.case_action)
+    r.add_get("/audit", reports.audit_page)
+    r.add_get("/audit.csv", reports.audit_csv)
+    r.add_get("/stats", reports.stats_page)
+    r.add_get("/thresholds", thresholds.thresholds_page)
+    r.add_post("/thresholds", thresholds.thresholds_submit)
+    r.add_get("/thresholds/simulate", thresholds.simulate_json)
+    r.add_static("/static/", str(resources.files("bot.web") / "static"), append_version=False)
+    return app
+
+
+def _load_scorer(args):
+    """The model runner, or None (rules only) when asked or when no model can be loaded."""
+    if args.rules_only:
+        return None
+    from classifiers.model import ModelUnavailable, load_default_classifier
+    try:
+        return load_default_classifier(args.model)
+    except ModelUnavailable as exc:
+        print(f"caveat: model unavailable ({exc}); serving with keyword rules only", file=sys.stderr)
+        return None
+
+
+async def serve(args, policy: PolicySet, scorer, *, ready: asyncio.Event | None = None) -> int:
+    """Open storage, print the login token on first start, seed the sandbox, and serve until cancelled."""
+    db = args.db or default_db_path()
+    store = await Store.open(db)
+    runner = None
+    try:
+        token = await auth.ensure_token(store, renew=args.new_token)
+        if token:
+            # Printed once, never logged: only its hash is stored.
+            print(f"Moderator login token (shown once; keep it somewhere safe): {token}", flush=True)
+        pipeline = Pipeline(store, policy, scorer)
+        if not args.no_seed and await sandbox.seed(pipeline):
+            print(f"Added {len(sandbox.SEED)} example posts to the sandbox channel.", flush=True)
+        app = build_app(store, pipeline, policy.directory, secret=await session_secret(store),
+                        secure_cookies=not is_loopback(args.host))
+        runner = web.AppRunner(app, access_log=logging.getLogger("caveat.web.access"))
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"Caveat dashboard on http://{host}:{args.port}/ (database {db}); press Ctrl+C to stop.", flush=True)
+        if ready is not None:
+            ready.set()
+        await asyncio.Event().wait()
+        return 0
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if scorer is not None:
+            await scorer.close()
+        await store.close()
+
+
+def main(args) -> int:
+    """`caveat serve`."""
+    problem = bind_problem(args.host, args.allow_remote, os.environ.get(SECRET_ENV))
+    if problem:
+        print(f"caveat: {problem}", file=sys.stderr)
+        return 2
+    policy = load_policy(getattr(args, "policy", None))
+    scorer = _load_scorer(args)
+    try:
+        return asyncio.run(serve(args, policy, scorer))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"caveat: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,12 @@
+"""Typed keys for the services kept on the aiohttp application."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+STORE: web.AppKey[Any] = web.AppKey("store")
+PIPELINE: web.AppKey[Any] = web.AppKey("pipeline")
+AUTH: web.AppKey[Any] = web.AppKey("auth")
+POLICY_DIR: web.AppKey[str] = web.AppKey("policy_dir", str)
+SESSION: web.RequestKey[Any] = web.RequestKey("session")

@@ -1,0 +1,95 @@
+"""Server-side rendering: the Jinja environment, page context, and helpers for spans, notes and excerpts."""
+from __future__ import annotations
+
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
+
+from bot.web.keys import PIPELINE, SESSION, STORE
+from policies.loader import PolicySet
+from policies.schema import LABELS, Note
+
+ENV = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(["html"]),
+                  trim_blocks=True, lstrip_blocks=True)
+NAV = (("/sandbox", "Sandbox"), ("/queue", "Queue"), ("/audit", "Audit log"), ("/stats", "Stats"),
+       ("/thresholds", "Thresholds"))
+
+
+def highlight(text: str | None, rules: list[dict]) -> Markup:
+    """The post text with matched rule spans marked (set-aside hits get a dashed mark)."""
+    if text is None:
+        return Markup('<em class="muted">[text removed]</em>')
+    spans = []
+    for hit in rules:
+        if not hit.get("weight"):
+            continue
+        for start, end, *_ in hit.get("spans", []):
+            spans.append((start, end, hit["rule"], bool(hit.get("suppressed_by"))))
+    out, pos = [], 0
+    for start, end, rule, suppressed in sorted(spans):
+        if start < pos or end > len(text):
+            continue
+        cls = "hit suppressed" if suppressed else "hit"
+        title = f"{rule} (set aside)" if suppressed else rule
+        out.append(escape(text[pos:start]))
+        out.append(Markup('<mark class="{}" title="{}">{}</mark>').format(cls, title, text[start:end]))
+        pos = end
+    out.append(escape(text[pos:]))
+    return Markup("").join(out)
+
+
+def excerpt(text: str | None, n: int = 140) -> str:
+    """The first `n` characters of a post, on one line."""
+    if text is None:
+        return "[text removed]"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
+def note_of(policy: PolicySet, detail: dict) -> Note | None:
+    """The note a decision chose (looked up in the current policy)."""
+    note_id = detail.get("note_id")
+    return policy.notes.get(note_id) if note_id else None
+
+
+def proposed_note(policy: PolicySet, detail: dict) -> Note | None:
+    """The note to offer a moderator: the decision's, else the strongest matched rule's, else the label default."""
+    note = note_of(policy, detail)
+    if note:
+        return note
+    hits = sorted((h for h in detail.get("rules", []) if h.get("note") and not h.get("suppressed_by")),
+                  key=lambda h: -h.get("weight", 0))
+    for hit in hits:
+        if hit["note"] in policy.notes:
+            return policy.notes[hit["note"]]
+    for label in detail.get("labels", []):
+        default = policy.labels[label].default_note if label in policy.labels else None
+        if default and default in policy.notes:
+            return policy.notes[default]
+    return None
+
+
+def crisis_resources(policy: PolicySet, locale: str | None = None):
+    """Crisis lines for a locale (the community default when unknown)."""
+    crisis = policy.community.crisis_resources
+    return crisis.get(locale or "", crisis[policy.community.default_locale])
+
+
+ENV.filters["excerpt"] = excerpt
+ENV.globals.update(LABELS=LABELS, NAV=NAV, proposed_note=proposed_note, resources_for=crisis_resources)
+
+
+async def render(request: web.Request, template: str, *, status: int = 200, **ctx) -> web.Response:
+    """Render a template with the session, navigation and open-case count."""
+    session = request.get(SESSION)
+    base = {"session": session, "path": request.path, "open_count": None}
+    if session is not None:
+        base["open_count"] = await request.app[STORE].count_cases()
+        base["policy"] = request.app[PIPELINE].policy
+    html = ENV.get_template(template).render(**base, **ctx)
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+def fragment(name: str, **ctx) -> str:
+    """Render a partial template to a string (for fetch responses)."""
+    return ENV.get_template(name).render(**ctx)

@@ -1,0 +1,112 @@
+"""Fixtures for the dashboard: an app on a temporary database and policy copy, a logged-in client, a browser."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.pipeline import Pipeline
+from bot.web.app import build_app
+from bot.web.auth import ensure_token
+from policies.loader import load_policy
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+
+RISKY = "Put the rapa cream right on the fresh surgical wound, it stops the scar"
+BORDERLINE = "I'm thinking of stopping my sertraline cold turkey next week"
+SELLER = "DM me, I sell sirolimus"
+CRISIS = "I want to kill myself tonight"
+SAFE = "Don't put rapamycin on a fresh surgical wound, it slows healing"
+
+
+def csrf_in(html: str) -> str:
+    """The CSRF token embedded in a page's forms."""
+    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
+
+
+@dataclass
+class Dash:
+    """A running dashboard for one test: its services, login token and policy directory."""
+
+    app: object
+    store: object
+    pipeline: Pipeline
+    token: str
+    policy_dir: Path
+
+
+@pytest.fixture
+async def dash(store, policy_dir) -> Dash:
+    """The dashboard app on a fresh database and a tmp copy of the policy (rules only)."""
+    pipeline = Pipeline(store, load_policy(policy_dir), scorer=None)
+    token = await ensure_token(store)
+    return Dash(build_app(store, pipeline, str(policy_dir)), store, pipeline, token, policy_dir)
+
+
+async def login(client: TestClient, token: str, name: str = "alice"):
+    """Log in through the form (CSRF included); returns the response after the redirect."""
+    page = await client.get("/login")
+    return await client.post("/login", data={"csrf": csrf_in(await page.text()), "name": name, "token": token,
+                                             "next": "/queue"})
+
+
+@pytest.fixture
+async def anon(dash):
+    """An HTTP client with no session."""
+    client = TestClient(TestServer(dash.app))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def client(anon, dash):
+    """An HTTP client logged in as moderator 'alice'."""
+    response = await login(anon, dash.token)
+    assert response.status == 200 and response.url.path == "/queue"
+    return anon
+
+
+@pytest.fixture
+async def server(dash):
+    """The dashboard listening on a free loopback port, for the browser."""
+    srv = TestServer(dash.app, host="127.0.0.1")
+    await srv.start_server()
+    yield srv
+    await srv.close()
+
+
+@pytest.fixture
+async def browser():
+    """Headless Debian chromium driven by playwright (never downloads a browser)."""
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+async def page(browser, server, dash):
+    """A browser page logged in as 'alice', with the base URL at page.base."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 860}, base_url=str(server.make_url("/")))
+    pg = await context.new_page()
+    await pg.goto("/login")
+    await pg.fill('input[name="name"]', "alice")
+    await pg.fill('input[name="token"]', dash.token)
+    await pg.click('button[type="submit"]')
+    await pg.wait_for_url("**/queue")
+    yield pg
+    await context.close()
+
+
+async def shot(pg, name: str) -> None:
+    """Save a full-page screenshot to test-artifacts/screenshots/<name>.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
