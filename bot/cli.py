@@ -217,6 +217,7 @@ def _add_heavy_commands(sub) -> None:
 HEAVY_COMMANDS: list[tuple[str, str, str]] = [
     ("train", "classifiers.train", "fine-tune the classifier and write the artifact"),
     ("eval", "classifiers.evaluate", "evaluate model and rules on labeled JSON lines; choose thresholds"),
+    ("run", "bot.client", "run the Discord bot (needs DISCORD_TOKEN)"),
     ("serve", "bot.web.app", "start the moderators' dashboard and sandbox channel"),
 ]
 

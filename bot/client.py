@@ -1,0 +1,167 @@
+"""`caveat run`: the discord.py `Bot` subclass with Caveat's services injected, and its entry point."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.pipeline import Pipeline
+from bot.storage import Store, default_db_path
+from policies.loader import PolicyError, PolicyHolder, load_policy
+
+log = logging.getLogger("caveat.discord")
+
+EXIT_USAGE = 2
+# Loaded by name in setup_hook; a failing extension stops the start instead of being skipped silently.
+EXTENSIONS = ("bot.cogs.listeners", "bot.cogs.review", "bot.cogs.commands")
+
+
+def caveat_intents() -> discord.Intents:
+    """Exactly the intents Caveat needs: guilds, guild messages and message content (privileged)."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.message_content = True
+    return intents
+
+
+def _snowflake(name: str) -> int | None:
+    """An optional numeric id from the environment; a clear error names the variable when it is not one."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a numeric Discord id (enable Developer Mode, right-click, Copy ID); got {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """Where moderator-facing messages go: the moderators' channel and the on-call role."""
+
+    mod_channel_id: int | None = None
+    oncall_role_id: int | None = None
+
+    @classmethod
+    def from_env(cls) -> "BotConfig":
+        """Read CAVEAT_MOD_CHANNEL_ID and CAVEAT_ONCALL_ROLE_ID; raises ValueError on a malformed id."""
+        return cls(_snowflake("CAVEAT_MOD_CHANNEL_ID"), _snowflake("CAVEAT_ONCALL_ROLE_ID"))
+
+
+class CaveatBot(commands.Bot):
+    """The Discord side of Caveat: receives storage, policies and the scorer; cogs do the work."""
+
+    def __init__(self, *, store: Store, policies: PolicyHolder, config: BotConfig, scorer=None,
+                 sync_commands: bool = True, **options):
+        super().__init__(command_prefix=commands.when_mentioned, intents=caveat_intents(), help_command=None,
+                         allowed_mentions=discord.AllowedMentions.none(), **options)
+        self.store = store
+        self.policies = policies
+        self.config = config
+        self.scorer = scorer
+        self.pipeline = Pipeline(store, policies.current, scorer)
+        self.sync_commands = sync_commands
+        self.tree.on_error = self._on_app_command_error
+
+    @property
+    def policy(self):
+        """The PolicySet in force."""
+        return self.policies.current
+
+    async def setup_hook(self) -> None:
+        """Load the extensions, then publish the slash commands."""
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        if self.sync_commands:
+            synced = await self.tree.sync()
+            log.info("synced %d application commands", len(synced))
+
+    async def on_message(self, message: discord.Message) -> None:
+        """Caveat has no prefix commands: members' posts are handled by the listeners cog only."""
+
+    def mod_channel(self) -> discord.abc.Messageable | None:
+        """The moderators' channel, or None when CAVEAT_MOD_CHANNEL_ID is not set."""
+        cid = self.config.mod_channel_id
+        if cid is None:
+            return None
+        return self.get_channel(cid) or self.get_partial_messageable(cid)
+
+    async def _on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
+        # Permission refusals are answered by the cog's error handler; anything else is a bug worth a log line.
+        if isinstance(error, app_commands.CheckFailure):
+            return
+        log.error("slash command %s failed", interaction.command and interaction.command.qualified_name,
+                  exc_info=error)
+        message = "Something went wrong; the error was logged for the bot's operator."
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)
+
+
+def _load_scorer(args):
+    """The model runner, or None (rules only) with a warning when --rules-only or the model is unavailable."""
+    if getattr(args, "rules_only", False):
+        return None
+    from classifiers.model import ModelUnavailable, load_default_classifier
+    try:
+        return load_default_classifier(getattr(args, "model", None))
+    except ModelUnavailable as exc:
+        print(f"caveat: warning: model unavailable ({exc}); running with keyword rules only", file=sys.stderr)
+        return None
+
+
+async def _serve(token: str, args, config: BotConfig, holder: PolicyHolder, scorer) -> int:
+    store = await Store.open(getattr(args, "db", None) or default_db_path())
+    try:
+        bot = CaveatBot(store=store, policies=holder, config=config, scorer=scorer,
+                        sync_commands=not getattr(args, "no_sync", False))
+        async with bot:
+            await bot.start(token)
+    except discord.LoginFailure:
+        print("caveat: Discord rejected DISCORD_TOKEN (reset the token in the developer portal)", file=sys.stderr)
+        return EXIT_USAGE
+    except discord.PrivilegedIntentsRequired:
+        print("caveat: enable the MESSAGE CONTENT intent for this application in the Discord developer portal"
+              " (Bot > Privileged Gateway Intents)", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        await store.close()
+        if scorer is not None:
+            await scorer.close()
+    return 0
+
+
+def main(args) -> int:
+    """Run the Discord bot until interrupted; exit 2 with a clear message on configuration errors."""
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if not token:
+        print("caveat: DISCORD_TOKEN is not set; create a bot token in the Discord developer portal and export"
+              " DISCORD_TOKEN=... (see docs/discord.md)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = BotConfig.from_env()
+    except ValueError as exc:
+        print(f"caveat: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if config.mod_channel_id is None:
+        print("caveat: warning: CAVEAT_MOD_CHANNEL_ID is not set; case cards and emergency alerts will not be posted",
+              file=sys.stderr)
+    try:
+        holder = PolicyHolder(load_policy(getattr(args, "policy", None)))
+    except PolicyError as exc:
+        print("caveat: invalid policy:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return EXIT_USAGE
+    scorer = _load_scorer(args)
+    try:
+        return asyncio.run(_serve(token, args, config, holder, scorer))
+    except KeyboardInterrupt:
+        return 130

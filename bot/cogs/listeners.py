@@ -1,0 +1,124 @@
+"""Members' side: new, edited and deleted posts go through the Pipeline; notes, crisis replies and cards follow.
+
+After each post is handled the cog dispatches `caveat_post_handled(message_id, outcome)` so other
+extensions (and the end-to-end tests) can react once Caveat is done with a post.
+"""
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord.ext import commands
+
+from bot.cogs import render
+from bot.cogs.review import NO_PINGS, note_view
+from bot.engine import Post
+
+log = logging.getLogger("caveat.listeners")
+
+
+class Listeners(commands.Cog):
+    """Turns Discord message events into Posts and acts on the Pipeline's Outcome."""
+
+    def __init__(self, bot):
+        self.bot = bot
+        self.store = bot.store
+
+    def _exempt(self, channel, author) -> bool:
+        """Exempt channels (by id or name; a thread inherits its parent's) and exempt roles (id or name)."""
+        community = self.bot.policy.community
+        names = set()
+        for ch in (channel, getattr(channel, "parent", None)):
+            if ch is not None:
+                names.update({str(ch.id), getattr(ch, "name", None)})
+        if names & set(community.exempt_channels):
+            return True
+        roles = set()
+        for role in getattr(author, "roles", ()):
+            roles.update({str(role.id), role.name})
+        return bool(roles & set(community.exempt_roles))
+
+    async def _post(self, message: discord.Message, text: str | None = None) -> Post:
+        locale = await self.store.get_setting(f"guild:{message.guild.id}", "locale")
+        return Post(platform="discord", message_id=str(message.id), channel_id=str(message.channel.id),
+                    author_id=str(message.author.id), text=message.content if text is None else text,
+                    community_id=str(message.guild.id), author_name=str(message.author),
+                    channel_name=getattr(message.channel, "name", "") or "", created_at=message.created_at,
+                    locale=locale, url=message.jump_url)
+
+    def _ignored(self, message: discord.Message) -> bool:
+        # Never answer bots or webhooks (no loops), DMs, or empty posts; honour exemptions from policy.
+        return (message.guild is None or message.author.bot or message.webhook_id is not None
+                or not message.content.strip() or self._exempt(message.channel, message.author))
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        """Assess a new post (threads and forum posts included) and act on the outcome."""
+        if self._ignored(message):
+            return
+        outcome = None
+        try:
+            post = await self._post(message)
+            outcome = await self.bot.pipeline.handle(post)
+            if not outcome.duplicate:
+                await self._act(message, post, outcome)
+        finally:
+            self.bot.dispatch("caveat_post_handled", message.id, outcome)
+
+    @commands.Cog.listener()
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """Re-assess an edited post; the case follows, a second note is never sent.
+
+        The raw event is used (not on_message_edit) so edits of posts older than the message cache, or from
+        before a restart, are handled too.
+        """
+        message = payload.message
+        if payload.guild_id is None or "content" not in payload.data or self._ignored(message):
+            return
+        outcome = None
+        try:
+            post = await self._post(message)
+            outcome = await self.bot.pipeline.handle_edit(post)
+            if outcome is not None and not outcome.duplicate:
+                await self._act(message, post, outcome)
+        finally:
+            self.bot.dispatch("caveat_post_handled", message.id, outcome)
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """The member deleted a post: purge its stored text, close its cases and update their cards."""
+        stored = await self.store.post_by_message("discord", str(payload.message_id))
+        if stored is None:
+            return
+        open_cases = [c for c in await self.store.cases(status="open", channel_id=str(payload.channel_id), limit=500)
+                      if c["post_id"] == stored["id"]]
+        await self.bot.pipeline.handle_delete("discord", str(payload.message_id))
+        review = self.bot.get_cog("Review")
+        for case in open_cases:
+            await review.publish_card(case["id"])
+        self.bot.dispatch("caveat_post_handled", payload.message_id, None)
+
+    async def _act(self, message: discord.Message, post: Post, outcome) -> None:
+        """Post the reply the Pipeline reserved, then the case card (with an alert for emergencies)."""
+        d = outcome.decision
+        if outcome.reply == "resources":
+            await self._reply(message, post, outcome, embed=render.resources_embed(d.resources))
+        elif outcome.reply == "note" and d.note is not None:
+            await self._reply(message, post, outcome, embed=render.note_embed(d.note),
+                              view=note_view(outcome.decision_id))
+        if outcome.case_id is not None:
+            await self.bot.get_cog("Review").publish_card(outcome.case_id, alert=d.action == "escalate")
+
+    async def _reply(self, message: discord.Message, post: Post, outcome, **kwargs) -> None:
+        try:
+            sent = await message.reply(allowed_mentions=NO_PINGS, mention_author=False, **kwargs)
+        except discord.HTTPException as exc:
+            log.warning("could not post the %s for post %s: HTTP %s", outcome.reply, post.key, exc.status)
+            await self.bot.pipeline.reply_failed(outcome, f"HTTP {exc.status}")
+            return
+        await self.bot.pipeline.reply_sent(post, outcome, str(sent.id))
+
+
+async def setup(bot) -> None:
+    """Extension entry point."""
+    await bot.add_cog(Listeners(bot))

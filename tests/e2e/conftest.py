@@ -1,0 +1,115 @@
+"""Fixtures: a fresh fake Discord and a fresh, real CaveatBot connected to it for every test."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import discord
+import pytest
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bot.client import BotConfig, CaveatBot
+from bot.storage import Store
+from policies.loader import PolicyHolder, load_policy
+from fake_discord import FakeDiscord
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Refuse any connection that is not to this machine: the suite must never reach the real Discord."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
+            raise ConnectionRefusedError(f"e2e tests may only connect to loopback, not {address[0]}")
+        return real_connect(self, address)
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+async def fake(monkeypatch):
+    """The fake Discord, with discord.py's REST base and gateway pointed at it."""
+    server = FakeDiscord()
+    await server.start()
+    monkeypatch.setattr(Route, "BASE", server.api_base)
+    monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(server.gateway_url))
+    yield server
+    await server.close()
+    assert not server.unhandled, f"the bot called routes the fake does not know: {server.unhandled}"
+
+
+@pytest.fixture
+def bot_policy_dir():
+    """Policy directory for the bot (None: the shipped policies); a test module may override it."""
+    return None
+
+
+class Harness:
+    """Starts, restarts and stops the bot against the fake, and waits for it to finish with a post."""
+
+    def __init__(self, fake: FakeDiscord, db_path, policy_dir):
+        self.fake, self.db_path, self.policy_dir = fake, db_path, policy_dir
+        self.bot: CaveatBot | None = None
+        self.store: Store | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> CaveatBot:
+        """Open the database and connect a new bot (what `caveat run` does, minus the token check)."""
+        self.store = await Store.open(self.db_path)
+        config = BotConfig(mod_channel_id=int(self.fake.mods.id), oncall_role_id=int(self.fake.oncall_role))
+        self.bot = CaveatBot(store=self.store, policies=PolicyHolder(load_policy(self.policy_dir)), config=config,
+                             scorer=None, guild_ready_timeout=0.05)
+        await self.bot.login("fake-token")
+        self._task = asyncio.create_task(self.bot.connect(reconnect=False))
+        await asyncio.wait_for(self.bot.wait_until_ready(), 5)
+        return self.bot
+
+    async def stop(self) -> None:
+        """Disconnect the bot and close its database."""
+        if self.bot is not None:
+            await self.bot.close()
+            try:
+                await asyncio.wait_for(self._task, 5)
+            except (asyncio.CancelledError, discord.ConnectionClosed):
+                pass
+            await self.store.close()
+            self.bot = None
+
+    async def restart(self) -> CaveatBot:
+        """Stop and start again on the same database: nothing in memory survives."""
+        await self.stop()
+        return await self.start()
+
+    async def post(self, content: str, **kwargs) -> tuple[dict, object]:
+        """A member posts; returns (message payload, Outcome) once the bot has fully handled it."""
+        message_id = kwargs.pop("message_id", None) or self.fake.snowflake()
+        waiter = self.bot.wait_for("caveat_post_handled", check=lambda mid, _: mid == int(message_id), timeout=5)
+        msg = await self.fake.send_message(content, message_id=message_id, **kwargs)
+        _, outcome = await waiter
+        return msg, outcome
+
+    async def edit(self, message: dict, content: str) -> tuple[dict, object]:
+        """A member edits a post; returns (payload, Outcome) once handled."""
+        waiter = self.bot.wait_for("caveat_post_handled", check=lambda mid, _: mid == int(message["id"]), timeout=5)
+        msg = await self.fake.edit_message(message, content)
+        _, outcome = await waiter
+        return msg, outcome
+
+    async def delete(self, message: dict) -> None:
+        """A member deletes a post; returns once handled."""
+        waiter = self.bot.wait_for("caveat_post_handled", check=lambda mid, _: mid == int(message["id"]), timeout=5)
+        await self.fake.delete_message(message)
+        await waiter
+
+
+@pytest.fixture
+async def harness(fake, tmp_path, bot_policy_dir):
+    """A connected bot with its own temporary database."""
+    h = Harness(fake, tmp_path / "caveat.db", bot_policy_dir)
+    await h.start()
+    yield h
+    await h.stop()
