@@ -226,10 +226,10 @@ class Review(commands.Cog):
             return
         await interaction.response.edit_message(content=f"Case #{case_id}: {verb} with reason `{code}`.", view=None)
         if verb == "remove":
-            channel = self.bot.get_partial_messageable(int(case["channel_id"]))
             try:
-                await channel.get_partial_message(int(case["message_id"])).delete(
-                    reason=f"Caveat case #{case_id}: {code} (moderator {mod})")
+                # The low-level call is the one that carries an audit-log reason (X-Audit-Log-Reason).
+                await self.bot.http.delete_message(int(case["channel_id"]), int(case["message_id"]),
+                                                   reason=f"Caveat case #{case_id}: {code} (moderator {mod})")
                 await self.store.audit(mod, "post_removed", case_id=case_id, post_id=case["post_id"])
             except discord.HTTPException as exc:
                 await self.store.audit(mod, "post_remove_failed", case_id=case_id, detail={"status": exc.status})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import discord
@@ -51,8 +52,8 @@ def bot_policy_dir():
 class Harness:
     """Starts, restarts and stops the bot against the fake, and waits for it to finish with a post."""
 
-    def __init__(self, fake: FakeDiscord, db_path, policy_dir):
-        self.fake, self.db_path, self.policy_dir = fake, db_path, policy_dir
+    def __init__(self, fake: FakeDiscord, db_path, policy):
+        self.fake, self.db_path, self.policy = fake, db_path, policy
         self.bot: CaveatBot | None = None
         self.store: Store | None = None
         self._task: asyncio.Task | None = None
@@ -61,7 +62,7 @@ class Harness:
         """Open the database and connect a new bot (what `caveat run` does, minus the token check)."""
         self.store = await Store.open(self.db_path)
         config = BotConfig(mod_channel_id=int(self.fake.mods.id), oncall_role_id=int(self.fake.oncall_role))
-        self.bot = CaveatBot(store=self.store, policies=PolicyHolder(load_policy(self.policy_dir)), config=config,
+        self.bot = CaveatBot(store=self.store, policies=PolicyHolder(self.policy), config=config,
                              scorer=None, guild_ready_timeout=0.05)
         await self.bot.login("fake-token")
         self._task = asyncio.create_task(self.bot.connect(reconnect=False))
@@ -107,9 +108,12 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(fake, tmp_path, bot_policy_dir):
-    """A connected bot with its own temporary database."""
-    h = Harness(fake, tmp_path / "caveat.db", bot_policy_dir)
+async def harness(fake, tmp_path, bot_policy_dir, policy, caplog):
+    """A connected bot with its own temporary database; the test fails if the bot logged an error."""
+    # The shipped PolicySet is immutable, so one session-wide copy saves a YAML parse per test.
+    h = Harness(fake, tmp_path / "caveat.db", policy if bot_policy_dir is None else load_policy(bot_policy_dir))
     await h.start()
     yield h
     await h.stop()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, f"the bot logged errors: {errors}"
