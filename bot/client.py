@@ -31,6 +31,18 @@ def caveat_intents() -> discord.Intents:
     return intents
 
 
+def required_permissions() -> discord.Permissions:
+    """What the bot needs in the channels it watches (docs/discord.md explains each one)."""
+    return discord.Permissions(view_channel=True, send_messages=True, send_messages_in_threads=True,
+                               embed_links=True, read_message_history=True, manage_messages=True)
+
+
+def invite_url(application_id: int) -> str:
+    """The OAuth2 URL a server owner opens to add the bot with exactly the permissions it needs."""
+    return discord.utils.oauth_url(application_id, permissions=required_permissions(),
+                                   scopes=("bot", "applications.commands"))
+
+
 def _snowflake(name: str) -> int | None:
     """An optional numeric id from the environment; a clear error names the variable when it is not one."""
     raw = os.environ.get(name, "").strip()
@@ -81,6 +93,11 @@ class CaveatBot(commands.Bot):
         if self.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
+
+    async def on_ready(self) -> None:
+        """Say where the bot is and how to invite it (ids only)."""
+        log.info("connected as %s to %d server(s); invite URL: %s", self.user and self.user.id, len(self.guilds),
+                 invite_url(self.application_id))
 
     async def on_message(self, message: discord.Message) -> None:
         """Caveat has no prefix commands: members' posts are handled by the listeners cog only."""

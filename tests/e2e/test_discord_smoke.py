@@ -7,3 +7,27 @@ async def test_login_with_minimal_intents_and_commands_synced(harness, fake):
     assert names == ["caveat", "caveat-forget-me"]
     caveat = next(c for c in fake.commands if c["name"] == "caveat")
     assert int(caveat["default_member_permissions"]) == 1 << 13  # Manage Messages
+
+
+def test_docs_invite_url_matches_the_permissions_the_bot_needs():
+    from pathlib import Path
+
+    from bot.client import invite_url, required_permissions
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "discord.md").read_text()
+    assert f"permissions={required_permissions().value}" in docs
+    assert "permissions=" in invite_url(1) and str(required_permissions().value) in invite_url(1)
+
+
+def test_caveat_run_without_token_exits_2_with_a_clear_message(monkeypatch, capsys):
+    from bot.cli import main
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    assert main(["run", "--rules-only"]) == 2
+    assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
+
+
+def test_caveat_run_rejects_a_malformed_channel_id(monkeypatch, capsys):
+    from bot.cli import main
+    monkeypatch.setenv("DISCORD_TOKEN", "x")
+    monkeypatch.setenv("CAVEAT_MOD_CHANNEL_ID", "#moderators")
+    assert main(["run", "--rules-only"]) == 2
+    assert "CAVEAT_MOD_CHANNEL_ID must be a numeric Discord id" in capsys.readouterr().err
