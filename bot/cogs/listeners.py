@@ -107,7 +107,13 @@ class Listeners(commands.Cog):
             await self._reply(message, post, outcome, embed=render.note_embed(d.note),
                               view=note_view(outcome.decision_id))
         if outcome.case_id is not None:
-            await self.bot.get_cog("Review").publish_card(outcome.case_id, alert=d.action == "escalate")
+            # The case is stored either way; a failed card must not hide the failure, nor undo the reply above.
+            try:
+                await self.bot.get_cog("Review").publish_card(outcome.case_id, alert=d.action == "escalate")
+            except discord.HTTPException as exc:
+                log.warning("could not post the card of case %s: HTTP %s", outcome.case_id, exc.status)
+                await self.store.audit("caveat", "case_card_failed", case_id=outcome.case_id,
+                                       detail={"status": exc.status, "alert": d.action == "escalate"})
 
     async def _reply(self, message: discord.Message, post: Post, outcome, **kwargs) -> None:
         try:

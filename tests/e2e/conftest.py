@@ -115,5 +115,7 @@ async def harness(fake, tmp_path, bot_policy_dir, policy, caplog):
     await h.start()
     yield h
     await h.stop()
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    # caplog.records holds only the current phase (teardown); the bot's errors happened during setup or the call.
+    records = caplog.get_records("setup") + caplog.get_records("call") + caplog.records
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
     assert not errors, f"the bot logged errors: {errors}"

@@ -134,3 +134,13 @@ def _with_community(policy, **changes):
     """A copy of the policy with community settings changed (exemptions etc.)."""
     from dataclasses import replace
     return replace(policy, community=policy.community.model_copy(update=changes))
+
+
+async def test_emergency_reply_goes_out_even_when_the_alert_fails(harness, fake):
+    fake.fail_next("POST", rf"^/channels/{fake.mods.id}/messages$", 403)
+    msg, outcome = await harness.post(CRISIS)
+    assert len(replies_to(fake, msg)) == 1
+    [failed] = await harness.store.audit_log(action="case_card_failed")
+    assert failed["case_id"] == outcome.case_id and failed["detail"] == {"status": 403, "alert": True}
+    # the case is still in the queue for /caveat queue
+    assert (await harness.store.case(outcome.case_id))["status"] == "open"
