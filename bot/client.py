@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -144,6 +145,10 @@ async def _serve(token: str, args, config: BotConfig, holder: PolicyHolder, scor
     except discord.LoginFailure:
         print("caveat: Discord rejected DISCORD_TOKEN (reset the token in the developer portal)", file=sys.stderr)
         return EXIT_USAGE
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"caveat: cannot reach Discord ({type(exc).__name__}: {exc}); check the network and try again",
+              file=sys.stderr)
+        return 1
     except discord.PrivilegedIntentsRequired:
         print("caveat: enable the MESSAGE CONTENT intent for this application in the Discord developer portal"
               " (Bot > Privileged Gateway Intents)", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""discord.py extensions: members' side (listeners), case cards (review), slash commands, and rendering."""

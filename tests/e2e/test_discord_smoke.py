@@ -31,3 +31,19 @@ def test_caveat_run_rejects_a_malformed_channel_id(monkeypatch, capsys):
     monkeypatch.setenv("CAVEAT_MOD_CHANNEL_ID", "#moderators")
     assert main(["run", "--rules-only"]) == 2
     assert "CAVEAT_MOD_CHANNEL_ID must be a numeric Discord id" in capsys.readouterr().err
+
+
+def test_caveat_run_reports_an_unreachable_discord(monkeypatch, capsys, tmp_path):
+    import socket
+
+    from discord.http import Route
+
+    from bot.cli import main
+    with socket.socket() as s:   # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(Route, "BASE", f"http://127.0.0.1:{port}/api/v10")
+    monkeypatch.setenv("DISCORD_TOKEN", "x")
+    monkeypatch.setenv("CAVEAT_DB", str(tmp_path / "caveat.db"))
+    assert main(["run", "--rules-only"]) == 1
+    assert "cannot reach Discord" in capsys.readouterr().err

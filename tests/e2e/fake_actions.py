@@ -1,0 +1,92 @@
+"""What members and moderators do in the fake Discord: post, edit, delete, run commands, click, choose, submit."""
+from __future__ import annotations
+
+from fake_entities import MOD_PERMS, Channel, User, now_iso
+
+
+class MemberActions:
+    """Gateway events a person's actions produce; mixed into FakeDiscord."""
+
+    # -- members' actions --------------------------------------------------------------------------
+    def message_payload(self, channel: Channel, author: User, content: str, **extra) -> dict:
+        """A message object in `channel` by `author`."""
+        d = {"id": self.snowflake(), "channel_id": channel.id, "guild_id": self.guild_id, "author": author.payload(),
+             "member": author.member(with_user=False), "content": content, "timestamp": now_iso(),
+             "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
+             "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0, "components": []}
+        d.update(extra)
+        return d
+
+    async def send_message(self, content: str, *, author: User | None = None, channel: Channel | None = None,
+                           message_id: str | None = None, **extra) -> dict:
+        """A member posts a message (MESSAGE_CREATE); returns the message payload."""
+        msg = self.message_payload(channel or self.general, author or self.member, content, **extra)
+        if message_id:
+            msg["id"] = message_id
+        self.messages[msg["id"]] = msg
+        await self.dispatch("MESSAGE_CREATE", msg)
+        return msg
+
+    async def edit_message(self, message: dict, content: str) -> dict:
+        """A member edits a message (MESSAGE_UPDATE with the full message)."""
+        message = dict(message, content=content, edited_timestamp=now_iso())
+        self.messages[message["id"]] = message
+        await self.dispatch("MESSAGE_UPDATE", message)
+        return message
+
+    async def delete_message(self, message: dict) -> None:
+        """A member deletes a message (MESSAGE_DELETE)."""
+        self.messages.pop(message["id"], None)
+        await self.dispatch("MESSAGE_DELETE", {"id": message["id"], "channel_id": message["channel_id"],
+                                               "guild_id": self.guild_id})
+
+    def _interaction(self, itype: int, data: dict, user: User, channel: Channel, message: dict | None) -> dict:
+        iid = self.snowflake()
+        payload = {
+            "id": iid, "application_id": self.app_id, "type": itype, "token": f"token-{iid}", "version": 1,
+            "data": data, "guild_id": self.guild_id, "channel_id": channel.id, "channel": channel.payload(self.guild_id),
+            "member": dict(user.member(), permissions=str(user.permissions)), "app_permissions": str(MOD_PERMS),
+            "locale": "en-US", "guild_locale": "en-US", "entitlements": [], "attachment_size_limit": 8 * 1024 * 1024,
+            "authorizing_integration_owners": {"0": self.guild_id}, "context": 0}
+        if message is not None:
+            payload["message"] = message
+            self._interaction_messages[iid] = message
+        return payload
+
+    async def run_slash_command(self, command: str, options: dict | None = None, *, user: User,
+                                channel: Channel | None = None) -> dict:
+        """A user runs e.g. `caveat test` or `caveat policy reload`; returns the interaction payload."""
+        names = command.split()
+        opts = [{"name": k, "type": {str: 3, int: 4, bool: 5}[type(v)], "value": v} for k, v in (options or {}).items()]
+        for depth, name in enumerate(reversed(names[1:])):
+            opts = [{"name": name, "type": 1 if depth == 0 else 2, "options": opts}]
+        root = next((c for c in self.commands if c["name"] == names[0]), {"id": self.snowflake()})
+        data = {"id": root["id"], "name": names[0], "type": 1, "options": opts}
+        payload = self._interaction(2, data, user, channel or self.general, None)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def click_button(self, message: dict, custom_id: str, *, user: User) -> dict:
+        """A user clicks a button on a message the bot posted."""
+        data = {"custom_id": custom_id, "component_type": 2}
+        payload = self._interaction(3, data, user, self._channel(message["channel_id"]), message)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def choose(self, message: dict, custom_id: str, values: list[str], *, user: User) -> dict:
+        """A user picks from a select menu on a message the bot sent."""
+        data = {"custom_id": custom_id, "component_type": 3, "values": values}
+        payload = self._interaction(3, data, user, self._channel(message["channel_id"]), message)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    async def submit_modal(self, modal: dict, values: dict[str, str], *, user: User, channel: Channel) -> dict:
+        """A user submits a modal the bot opened (the modal dict from the callback body)."""
+        rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]} for k, v in values.items()]
+        payload = self._interaction(5, {"custom_id": modal["custom_id"], "components": rows}, user, channel, None)
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return payload
+
+    def _channel(self, channel_id: str) -> Channel:
+        return next(c for c in (self.general, self.mods, self.forum, self.thread) if c.id == channel_id)
+
