@@ -1,18 +1,12 @@
 """Slash commands end to end: /caveat test, queue, case, policy reload, mode, stats, and /caveat-forget-me."""
 from __future__ import annotations
 
-import pytest
+from policies.loader import load_policy
 
 QUEUED = "I am going to stop my meds cold turkey"
 RISKY = "Put the rapa cream right on the fresh surgical wound, it stops the scar"
 CRISIS = "I want to kill myself tonight"
 EPHEMERAL = 64
-
-
-@pytest.fixture
-def bot_policy_dir(policy_dir):
-    """A writable copy of the shipped policy, so `policy reload` can be tested against edits."""
-    return policy_dir
 
 
 async def slash(fake, command, options=None, *, user):
@@ -77,6 +71,9 @@ async def test_case_command_shows_the_case_and_why(harness, fake):
 
 
 async def test_policy_reload_refuses_an_invalid_policy_and_says_why(harness, fake, policy_dir):
+    # Serve from a writable copy of the shipped policy so the test can edit it.
+    harness.bot.policies.current = load_policy(policy_dir)
+    harness.bot.pipeline.set_policy(harness.bot.policy)
     before = harness.bot.policy.version
     thresholds = policy_dir / "thresholds.yaml"
     good = thresholds.read_text()
