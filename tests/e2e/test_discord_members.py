@@ -144,3 +144,18 @@ async def test_emergency_reply_goes_out_even_when_the_alert_fails(harness, fake)
     assert failed["case_id"] == outcome.case_id and failed["detail"] == {"status": 403, "alert": True}
     # the case is still in the queue for /caveat queue
     assert (await harness.store.case(outcome.case_id))["status"] == "open"
+
+
+async def test_crisis_resources_follow_the_server_locale_setting(harness, fake):
+    await harness.store.set_setting(f"guild:{fake.guild_id}", "locale", "en-GB")
+    msg, _ = await harness.post(CRISIS)
+    [reply] = replies_to(fake, msg)
+    assert "Samaritans" in reply.json["embeds"][0]["description"]
+
+
+async def test_exempt_channel_and_its_threads_are_ignored(harness, fake):
+    harness.bot.policies.current = _with_community(harness.bot.policy, exempt_channels=(fake.forum.name,))
+    await fake.send_message(RISKY, channel=fake.thread)     # a thread in the exempt forum
+    await harness.post(RISKY, author=fake.other_member)     # sentinel in #general
+    assert not fake.find("POST", rf"^/channels/{fake.thread.id}/messages$")
+    assert len(fake.find("POST", rf"^/channels/{fake.mods.id}/messages$")) == 1
