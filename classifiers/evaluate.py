@@ -22,6 +22,9 @@ from policies.schema import LABELS
 NOTE_PRECISION = 0.95
 QUEUE_RECALL = 0.90
 ESCALATE_RECALL = 0.98
+# A public note needs the model to say "more likely than not": a dev set this separable would otherwise
+# put note thresholds near zero, which does not survive posts unlike the dev set.
+NOTE_FLOOR = 0.5
 
 
 def choose_points(scores: list[float], positive: list[bool], label: str, eval_set: str, fallback: dict) -> dict:
@@ -39,7 +42,14 @@ def choose_points(scores: list[float], positive: list[bool], label: str, eval_se
                          "eval_set": eval_set}
         else:
             t, p, r = found
-            out[band] = {"value": round(float(t) - 1e-6, 6), "chosen_by": rule, "eval_set": eval_set,
+            value = round(float(t) - 1e-6, 6)
+            if band == "note" and value < NOTE_FLOOR:
+                value, rule = NOTE_FLOOR, f"{rule}, floored at {NOTE_FLOOR}"
+                flagged = [s >= value for s in scores]
+                tp = sum(1 for f, pos in zip(flagged, positive) if f and pos)
+                p = tp / max(1, sum(flagged))
+                r = tp / max(1, sum(positive))
+            out[band] = {"value": value, "chosen_by": rule, "eval_set": eval_set,
                          "metrics": {"precision": round(p, 4), "recall": round(r, 4)}}
     if "note" in out and "queue" in out and out["queue"]["value"] > out["note"]["value"]:
         out["queue"]["value"] = out["note"]["value"]
