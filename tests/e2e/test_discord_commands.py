@@ -77,13 +77,14 @@ async def test_policy_reload_refuses_an_invalid_policy_and_says_why(harness, fak
     before = harness.bot.policy.version
     thresholds = policy_dir / "thresholds.yaml"
     good = thresholds.read_text()
-    thresholds.write_text(good.replace("escalate: {value: 0.5,", "escalate: {value: 1.5,"))
+    bad_line = next(n for n, line in enumerate(good.splitlines(), 1) if "value: 0.5" in line)
+    thresholds.write_text(good.replace("value: 0.5", "value: 1.5", 1))
     reply = await slash(fake, "caveat policy reload", user=fake.alice)
     content = reply.json["data"]["content"]
     assert content.startswith(f"Policy NOT reloaded; still using `{before}`")
-    assert "thresholds.yaml:5" in content
+    assert f"thresholds.yaml:{bad_line}" in content
     assert harness.bot.pipeline.policy.version == before
-    thresholds.write_text(good.replace("queue: {value: 0.3,", "queue: {value: 0.35,"))
+    thresholds.write_text(good.replace("value: 0.3\n", "value: 0.35\n", 1))
     reply = await slash(fake, "caveat policy reload", user=fake.alice)
     after = harness.bot.pipeline.policy.version
     assert after != before and reply.json["data"]["content"].startswith(f"Policy reloaded: `{before}` → `{after}`")

@@ -66,11 +66,14 @@ def test_assess_is_deterministic_and_carries_versions(engine, policy):
 
 
 def test_model_scores_decide_stance_when_model_thresholds_exist(policy_dir):
+    import yaml
     from policies.loader import load_policy
     thr = policy_dir / "thresholds.yaml"
-    thr.write_text(thr.read_text().replace("thresholds:\n", "thresholds:\n  model:\n    risky_self_treatment:\n"
-                   "      note: {value: 0.8, chosen_by: test, eval_set: test}\n"
-                   "      queue: {value: 0.5, chosen_by: test, eval_set: test}\n", 1))
+    data = yaml.safe_load(thr.read_text())
+    data["thresholds"].setdefault("model", {})["risky_self_treatment"] = {
+        "note": {"value": 0.8, "chosen_by": "test", "eval_set": "test"},
+        "queue": {"value": 0.5, "chosen_by": "test", "eval_set": "test"}}
+    thr.write_text(yaml.safe_dump(data))
     eng = Engine(load_policy(policy_dir))
     scores = {"emergency": 0.0, "risky_self_treatment": 0.9, "unsupported_claim": 0.0, "promotion": 0.0}
     d = eng.assess(post("Don't put rapamycin on a fresh surgical wound"), scores, model_version="m1")

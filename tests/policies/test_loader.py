@@ -47,7 +47,7 @@ CASES = [
     ("rules.yaml", "    note: rapa-wounds\n", "    note: no-such-note\n", "note: no-such-note", "unknown note 'no-such-note'"),
     ("rules.yaml", "  - id: megadose\n    label: risky_self_treatment", "  - id: megadose\n    label: scary",
      "label: scary", "unknown label 'scary'"),
-    ("thresholds.yaml", "note: {value: 0.55", "note: {value: 1.7", "note: {value: 1.7", "less than or equal to 1"),
+    ("thresholds.yaml", "value: 0.5\n", "value: 1.7\n", "value: 1.7", "less than or equal to 1"),
     ("notes/general.yaml", "    citations:\n      - ref: fda-besaferx\n", "    citations: []\n", "citations: []",
      "at least 1 item"),
     ("notes/general.yaml", "      - ref: fda-besaferx\n", "      - ref: rapamycin-microdepots-hair-UNVERIFIED\n",
