@@ -142,3 +142,15 @@ def test_training_smoke_runs_a_few_steps(tmp_path):
     trained = Classifier(tmp_path / "m")
     assert trained.version == result["version"]
     assert set(trained.predict("hello")[0]) == set(LABELS)
+
+
+def test_training_is_reproducible(tmp_path):
+    from classifiers.train import train
+    rows = [{"text": t, "label": lab} for t, lab in zip(TEXTS, ["risky_self_treatment", "benign", "promotion",
+                                                                 "emergency", "unsupported_claim", "benign", "benign",
+                                                                 "risky_self_treatment"])]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    a = train(data, data, tmp_path / "a", max_steps=2, progress=False, batch_size=4)
+    b = train(data, data, tmp_path / "b", max_steps=2, progress=False, batch_size=4)
+    assert a["version"] == b["version"]  # the version is a hash of the trained weights
