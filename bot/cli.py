@@ -7,10 +7,9 @@ import json
 import logging
 import os
 import sys
-from collections import Counter
-from pathlib import Path
 
 from bot.engine import Decision, Engine, Post
+from classifiers.jsonl import read_text_rows
 from policies.loader import PolicyError, PolicySet, load_policy
 from policies.schema import LABELS
 
@@ -84,25 +83,12 @@ def jsonl_row(row_id, d: Decision) -> dict:
             "rules": [h.rule_id for h in d.rule_hits if h.active and h.weight > 0]}
 
 
-def _read_jsonl(handle, source: str):
-    for n, line in enumerate(handle, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise ValueError(f"{source}:{n}: each line needs a string 'text' field")
-        yield n, row
-
-
 async def _check_jsonl(args, engine: Engine, scorer) -> int:
     source = "<stdin>" if args.jsonl == "-" else args.jsonl
     handle = sys.stdin if args.jsonl == "-" else open(args.jsonl, encoding="utf-8")
     rows = []
     try:
-        for n, row in _read_jsonl(handle, source):
+        for n, row in read_text_rows(handle, source):
             rows.append((row.get("id", n), row["text"]))
     except ValueError as exc:
         return _fail(str(exc))

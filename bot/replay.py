@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.engine import Post
+from classifiers.jsonl import read_text_rows
 from bot.pipeline import Pipeline
 from bot.storage import Store, default_db_path
 from policies.schema import LABELS
@@ -24,15 +25,7 @@ def load_export(path: str) -> list[Post]:
             raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         return _from_exporter(data, path)
     posts = []
-    for n, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise ValueError(f"{path}:{n}: each line needs a string 'text' field")
+    for n, row in read_text_rows(raw.splitlines(), path):
         posts.append(Post(platform="replay", message_id=str(row.get("id", n)), channel_id=str(row.get("channel", "replay")),
                           author_id=str(row.get("author", "unknown")), text=row["text"],
                           created_at=_time(row.get("timestamp"))))

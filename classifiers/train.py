@@ -17,8 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+from classifiers.jsonl import read_text_rows  # noqa: E402
 from classifiers.lora import add_adapters, adapter_state  # noqa: E402
-from classifiers.model import CONFIG_NAME, DEFAULT_ARTIFACT, WEIGHTS_NAME, base_model_path, load_encoder, mean_pool  # noqa: E402
+from classifiers.model import CONFIG_NAME, WEIGHTS_NAME, base_model_path, load_encoder, mean_pool  # noqa: E402
 from classifiers.normalize import normalize_text  # noqa: E402
 from policies.schema import LABELS  # noqa: E402
 
@@ -30,15 +31,9 @@ DEFAULTS = dict(epochs=5, batch_size=16, lr=1e-3, head_lr=3e-3, weight_decay=0.0
 def read_rows(path: str | Path) -> list[dict]:
     """Labeled rows {text, label}; errors name the file and line."""
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+    for n, row in read_text_rows(Path(path).read_text(encoding="utf-8").splitlines(), str(path)):
         label = row.get("label")
-        if label not in (*LABELS, "benign") or not isinstance(row.get("text"), str):
+        if label not in (*LABELS, "benign"):
             raise ValueError(f"{path}:{n}: needs a string 'text' and a 'label' in {(*LABELS, 'benign')}")
         rows.append(row)
     return rows
