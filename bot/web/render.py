@@ -75,7 +75,20 @@ def crisis_resources(policy: PolicySet, locale: str | None = None):
     return crisis.get(locale or "", crisis[policy.community.default_locale])
 
 
+def age(stamp: str | None) -> str:
+    """How long ago an ISO time was, in the largest whole unit ('5 min', '3 h', '2 d')."""
+    if not stamp:
+        return ""
+    from datetime import datetime, timezone
+    seconds = (datetime.now(timezone.utc) - datetime.fromisoformat(stamp)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return "just now"
+
+
 ENV.filters["excerpt"] = excerpt
+ENV.filters["age"] = age
 ENV.globals.update(LABELS=LABELS, NAV=NAV, proposed_note=proposed_note, resources_for=crisis_resources)
 
 
