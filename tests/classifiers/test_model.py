@@ -129,14 +129,20 @@ def test_missing_artifact_is_a_clear_error(tmp_path):
         Classifier(tmp_path)
 
 
+def _tiny_dataset(tmp_path):
+    """The eight TEXTS with labels, written as a JSON-lines training file."""
+    labels = ["risky_self_treatment", "benign", "promotion", "emergency", "unsupported_claim", "benign", "benign",
+              "risky_self_treatment"]
+    rows = [{"text": t, "label": lab} for t, lab in zip(TEXTS, labels)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    return rows, data
+
+
 def test_training_smoke_runs_a_few_steps(tmp_path):
     from classifiers.model import Classifier
     from classifiers.train import train
-    rows = [{"text": t, "label": lab} for t, lab in zip(TEXTS, ["risky_self_treatment", "benign", "promotion",
-                                                                 "emergency", "unsupported_claim", "benign", "benign",
-                                                                 "risky_self_treatment"])]
-    data = tmp_path / "d.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows))
+    rows, data = _tiny_dataset(tmp_path)
     result = train(data, data, tmp_path / "m", max_steps=3, progress=False, batch_size=4)
     assert result["n"] == len(rows) and 0.0 <= result["macro_f1"] <= 1.0
     trained = Classifier(tmp_path / "m")
@@ -146,11 +152,7 @@ def test_training_smoke_runs_a_few_steps(tmp_path):
 
 def test_training_is_reproducible(tmp_path):
     from classifiers.train import train
-    rows = [{"text": t, "label": lab} for t, lab in zip(TEXTS, ["risky_self_treatment", "benign", "promotion",
-                                                                 "emergency", "unsupported_claim", "benign", "benign",
-                                                                 "risky_self_treatment"])]
-    data = tmp_path / "d.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows))
+    rows, data = _tiny_dataset(tmp_path)
     a = train(data, data, tmp_path / "a", max_steps=2, progress=False, batch_size=4)
     b = train(data, data, tmp_path / "b", max_steps=2, progress=False, batch_size=4)
     assert a["version"] == b["version"]  # the version is a hash of the trained weights
