@@ -29,7 +29,7 @@ def _scorer(args):
     """The model scorer for the CLI, or None for rules only (--rules-only, or no model artifact)."""
     if getattr(args, "rules_only", False):
         return None
-    from classifiers.model import ModelUnavailable, load_default_classifier
+    from classifiers.serving import ModelUnavailable, load_default_classifier
     try:
         return load_default_classifier(getattr(args, "model", None))
     except ModelUnavailable as exc:

@@ -127,7 +127,7 @@ def _load_scorer(args):
     """The model runner, or None (rules only) with a warning when --rules-only or the model is unavailable."""
     if getattr(args, "rules_only", False):
         return None
-    from classifiers.model import ModelUnavailable, load_default_classifier
+    from classifiers.serving import ModelUnavailable, load_default_classifier
     try:
         return load_default_classifier(getattr(args, "model", None))
     except ModelUnavailable as exc:

@@ -54,10 +54,15 @@ class Pipeline:
         self.policy = policy
         self.engine = Engine(policy)
 
-    async def decide(self, post: Post) -> Decision:
-        """Assess without storing anything (dry runs: `/caveat test`, `caveat check`)."""
+    async def decide(self, post: Post, scores: dict[str, float] | None = None) -> Decision:
+        """Assess without storing anything (dry runs: `/caveat test`, `caveat check`).
+
+        `scores`: model probabilities already computed for this text (bulk replay scores many posts at once).
+        """
         if self.scorer is None:
             return self.engine.assess(post)
+        if scores is not None:
+            return self.engine.assess(post, scores, model_version=self.scorer.version)
         try:
             scores = await self.scorer.score(post.text)
         except Exception as exc:  # model failure or timeout: fail safe to rules + review
@@ -70,7 +75,8 @@ class Pipeline:
         value = await self.store.get_setting(f"channel:{post.channel_id}", "shadow_mode")
         return self.policy.community.shadow_mode if value is None else bool(value)
 
-    async def handle(self, post: Post, *, shadow: bool | None = None, now: datetime | None = None) -> Outcome:
+    async def handle(self, post: Post, *, shadow: bool | None = None, now: datetime | None = None,
+                     scores: dict[str, float] | None = None) -> Outcome:
         """Process a new post once; a repeat of the same message returns the stored outcome and no reply."""
         post_id, new = await self.store.upsert_post(post, now=now)
         if not new:
@@ -78,7 +84,7 @@ class Pipeline:
             if existing is not None:
                 return Outcome(post_id, existing["id"], None, duplicate=True)
         shadow = await self.is_shadow(post) if shadow is None else shadow
-        decision = await self.decide(post)
+        decision = await self.decide(post, scores)
         return await self._record(post, post_id, decision, shadow=shadow, now=now)
 
     async def handle_edit(self, post: Post, *, now: datetime | None = None) -> Outcome | None:

@@ -71,14 +71,18 @@ async def replay(args, policy, scorer) -> int:
     duplicates = 0
     try:
         from tqdm import tqdm
-        for post in tqdm(posts, desc="replay", unit="post", disable=args.no_progress, file=sys.stderr):
-            outcome = await pipeline.handle(post, shadow=True)
-            if outcome.duplicate:
-                duplicates += 1
-                continue
-            d = outcome.decision
-            for label in d.labels or ("benign",):
-                table[(label, d.action)] += 1
+        with tqdm(total=len(posts), desc="replay", unit="post", disable=args.no_progress, file=sys.stderr) as bar:
+            async for chunk, scores in _scored_chunks(posts, scorer, CHUNK):
+                async with store.batch():  # one transaction per chunk; a rerun skips what was stored
+                    for post, post_scores in zip(chunk, scores):
+                        outcome = await pipeline.handle(post, shadow=True, scores=post_scores)
+                        if outcome.duplicate:
+                            duplicates += 1
+                            continue
+                        d = outcome.decision
+                        for label in d.labels or ("benign",):
+                            table[(label, d.action)] += 1
+                bar.update(len(chunk))
     finally:
         await store.close()
         if scorer:
@@ -86,6 +90,34 @@ async def replay(args, policy, scorer) -> int:
     print(summary_table(table, len(posts), duplicates))
     print(f"\nDecisions stored as shadow cases in {args.db or default_db_path()}")
     return 0
+
+
+CHUNK = 512
+
+
+async def _scored_chunks(posts: list[Post], scorer, size: int):
+    """Chunks of posts with their model scores; the next chunk is scored while the current one is written.
+
+    Scores are None when there is no model or bulk scoring failed (then each post falls back on its own).
+    """
+    import asyncio
+
+    async def score(chunk):
+        if scorer is None:
+            return [None] * len(chunk)
+        try:
+            return await scorer.score_many([p.text for p in chunk])
+        except Exception as exc:  # the per-post path retries and falls back to rules if the model is down
+            print(f"caveat: bulk scoring failed ({type(exc).__name__}); scoring posts one by one", file=sys.stderr)
+            return [None] * len(chunk)
+
+    chunks = [posts[i:i + size] for i in range(0, len(posts), size)]
+    pending = asyncio.ensure_future(score(chunks[0])) if chunks else None
+    for i, chunk in enumerate(chunks):
+        scores = await pending
+        if i + 1 < len(chunks):
+            pending = asyncio.ensure_future(score(chunks[i + 1]))
+        yield chunk, scores
 
 
 def summary_table(table: Counter, total: int, duplicates: int) -> str:

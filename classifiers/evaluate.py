@@ -136,10 +136,11 @@ def main(args) -> int:
                  for i, r in enumerate(rows)]
     systems = {"rules": rule_rows}
     model_version = None
-    from classifiers.model import ModelUnavailable, get_classifier
+    from classifiers.serving import ModelUnavailable, get_scorer
     try:
-        clf = get_classifier(args.model)
+        clf = get_scorer(args.model, backend=args.backend)
         model_version = clf.version
+        print(f"scoring with the {clf.backend} backend", file=sys.stderr)
         systems["model"] = [[p[lab] for lab in LABELS] for p in clf.predict([r["text"] for r in rows], batch_size=64)]
     except ModelUnavailable as exc:
         print(f"caveat: model unavailable ({exc}); evaluating rules only", file=sys.stderr)
@@ -160,7 +161,8 @@ def main(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"file": args.file, "n": len(rows), "model_version": model_version, "policy_version": policy.version}
+    report = {"file": args.file, "n": len(rows), "model_version": model_version,
+              "backend": clf.backend if "model" in systems else None, "policy_version": policy.version}
     for name, mode in (("rules", "rules_only"), ("model", "model")):
         if name not in systems:
             continue

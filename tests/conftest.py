@@ -1,7 +1,9 @@
 """Shared fixtures: the shipped policy, a writable copy of it, and a fresh store on a temporary SQLite file."""
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,12 @@ import pytest
 from policies.loader import DEFAULT_POLICY_DIR, load_policy
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Export the int8 serving model once per test run into a private cache (never the user's own cache)."""
+    if not os.environ.get("CAVEAT_CACHE_DIR"):
+        os.environ["CAVEAT_CACHE_DIR"] = tempfile.mkdtemp(prefix="caveat-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ class PrivacyMixin:
                 await self.conn.execute("UPDATE decisions SET detail=? WHERE id=?", (json.dumps(detail), drow["id"]))
             await self.conn.execute(
                 "UPDATE feedback SET reason=NULL WHERE decision_id IN (SELECT id FROM decisions WHERE post_id=?)", (post_id,))
-        await self.conn.commit()
+        await self._commit()
         if ids:
             # Old page versions in the write-ahead log still hold the text until a checkpoint.
             await self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -48,7 +48,7 @@ class PrivacyMixin:
         await self.conn.execute(
             "UPDATE cases SET status='resolved', resolution='deleted', resolved_by=?, resolved_at=?, updated_at=?"
             " WHERE post_id=? AND status != 'resolved'", (actor, at, at, post_id))
-        await self.conn.commit()
+        await self._commit()
         await self.audit(actor, "post_deleted", post_id=post_id,
                          detail={"closed_cases": [r["id"] for r in open_cases]}, now=now)
         return post_id
@@ -57,7 +57,7 @@ class PrivacyMixin:
         """Remove a member's text everywhere (posts, decisions, their feedback reasons); returns posts purged."""
         ids = await self._redact_post_rows("author_id=?", (author_id,), mark="purged_at", now=now)
         await self.conn.execute("UPDATE feedback SET reason=NULL WHERE user_id=?", (author_id,))
-        await self.conn.commit()
+        await self._commit()
         await self.audit(actor or "member", "forget_me", detail={"posts_purged": len(ids)}, now=now)
         return len(ids)
 
@@ -67,7 +67,7 @@ class PrivacyMixin:
         ids = await self._redact_post_rows("created_at < ? AND purged_at IS NULL AND text IS NOT NULL", (cutoff,),
                                            mark="purged_at", now=now)
         await self.conn.execute("DELETE FROM cooldowns WHERE at < ?", (cutoff,))
-        await self.conn.commit()
+        await self._commit()
         if ids:
             await self.audit("retention", "purge", detail={"posts_purged": len(ids), "days": days}, now=now)
         return len(ids)

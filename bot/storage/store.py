@@ -1,6 +1,8 @@
 """`Store`: posts, decisions, cases and their locking, the audit log, cooldowns, feedback and settings."""
 from __future__ import annotations
 
+import contextlib
+
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +36,31 @@ class Store(PrivacyMixin, StatsMixin):
 
     def __init__(self, conn: aiosqlite.Connection):
         self.conn = conn
+        self._batch_depth = 0
+
+    async def _commit(self) -> None:
+        """Commit now, unless inside `batch()` (which commits once at its end)."""
+        if not self._batch_depth:
+            await self.conn.commit()
+
+    @contextlib.asynccontextmanager
+    async def batch(self):
+        """Group many writes into one transaction (bulk replay): one commit at the end, a rollback on error.
+
+        Only for callers that can redo the whole group (replay skips posts it already stored); live paths
+        commit every write before anything is posted.
+        """
+        self._batch_depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._batch_depth -= 1
+            if not self._batch_depth:
+                await self.conn.rollback()
+            raise
+        self._batch_depth -= 1
+        if not self._batch_depth:
+            await self.conn.commit()
 
     @classmethod
     async def open(cls, path) -> "Store":
@@ -62,14 +89,14 @@ class Store(PrivacyMixin, StatsMixin):
              post.author_name, post.text, post.url, iso(post.created_at or now)))
         new = cur.rowcount == 1
         row = await self._one("SELECT id FROM posts WHERE platform=? AND message_id=?", (post.platform, post.message_id))
-        await self.conn.commit()
+        await self._commit()
         return row["id"], new
 
     async def edit_post(self, post_id: int, text: str, *, now: datetime | None = None) -> None:
         """Replace a post's text after an edit (not for deleted or purged posts)."""
         await self.conn.execute("UPDATE posts SET text=?, edited_at=? WHERE id=? AND deleted_at IS NULL AND purged_at IS NULL",
                                 (text, iso(now), post_id))
-        await self.conn.commit()
+        await self._commit()
 
     async def post(self, post_id: int) -> dict | None:
         """One stored post as a dict."""
@@ -96,7 +123,7 @@ class Store(PrivacyMixin, StatsMixin):
                 "INSERT INTO daily_counts (day, label, action, count) VALUES (?,?,?,1)"
                 " ON CONFLICT (day, label, action) DO UPDATE SET count = count + 1",
                 (at[:10], label, decision.action))
-        await self.conn.commit()
+        await self._commit()
         return cur.lastrowid
 
     async def decision(self, decision_id: int) -> dict | None:
@@ -114,18 +141,18 @@ class Store(PrivacyMixin, StatsMixin):
         """Reserve the one public reply of `kind` for a post; False if it was already made."""
         cur = await self.conn.execute("INSERT OR IGNORE INTO replies (post_id, kind, created_at) VALUES (?,?,?)",
                                       (post_id, kind, iso(now)))
-        await self.conn.commit()
+        await self._commit()
         return cur.rowcount == 1
 
     async def set_reply_message(self, post_id: int, kind: str, message_id: str | None) -> None:
         """Remember the platform id of the reply that was posted."""
         await self.conn.execute("UPDATE replies SET message_id=? WHERE post_id=? AND kind=?", (message_id, post_id, kind))
-        await self.conn.commit()
+        await self._commit()
 
     async def release_reply(self, post_id: int, kind: str) -> None:
         """Give back a reserved reply when posting it failed, so a retry may post it."""
         await self.conn.execute("DELETE FROM replies WHERE post_id=? AND kind=?", (post_id, kind))
-        await self.conn.commit()
+        await self._commit()
 
     async def replies(self, post_id: int) -> dict[str, str | None]:
         """Replies made for a post: {kind: platform message id}."""
@@ -143,13 +170,13 @@ class Store(PrivacyMixin, StatsMixin):
             await self.conn.execute(
                 "UPDATE cases SET decision_id=?, label=?, action=?, priority=?, updated_at=? WHERE id=?",
                 (decision_id, label, decision.action, decision.severity, at, row["id"]))
-            await self.conn.commit()
+            await self._commit()
             return row["id"]
         cur = await self.conn.execute(
             "INSERT INTO cases (post_id, decision_id, community_id, channel_id, label, action, priority, kind,"
             " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (post_id, decision_id, community_id, channel_id, label, decision.action, decision.severity, kind, at, at))
-        await self.conn.commit()
+        await self._commit()
         return cur.lastrowid
 
     async def has_open_case(self, post_id: int) -> bool:
@@ -210,7 +237,7 @@ class Store(PrivacyMixin, StatsMixin):
         cur = await self.conn.execute(
             "UPDATE cases SET status='claimed', claimed_by=?, claimed_at=?, updated_at=? WHERE id=?"
             " AND (status='open' OR claimed_by=?)", (moderator, iso(now), iso(now), case_id, moderator))
-        await self.conn.commit()
+        await self._commit()
         if cur.rowcount != 1:  # lost a race with another claim
             return await self.claim(case_id, moderator, now=now)
         await self.audit(moderator, "claim", case_id=case_id, post_id=case["post_id"], now=now)
@@ -232,7 +259,7 @@ class Store(PrivacyMixin, StatsMixin):
             " resolution=?, reason_code=?, updated_at=? WHERE id=? AND status != 'resolved'"
             " AND (claimed_by IS NULL OR claimed_by=?)",
             (moderator, moderator, at, resolution, reason_code, at, case_id, moderator))
-        await self.conn.commit()
+        await self._commit()
         if cur.rowcount != 1:
             latest = await self.case(case_id)
             raise CaseConflict(f"case #{case_id} changed hands", latest["claimed_by"])
@@ -243,7 +270,7 @@ class Store(PrivacyMixin, StatsMixin):
     async def set_case_card(self, case_id: int, message_id: str) -> None:
         """Remember the moderators' channel message that shows this case."""
         await self.conn.execute("UPDATE cases SET card_message_id=? WHERE id=?", (message_id, case_id))
-        await self.conn.commit()
+        await self._commit()
 
     # -- audit ---------------------------------------------------------------------------------
     async def audit(self, actor: str, action: str, *, case_id: int | None = None, post_id: int | None = None,
@@ -252,7 +279,7 @@ class Store(PrivacyMixin, StatsMixin):
         cur = await self.conn.execute(
             "INSERT INTO audit (at, actor, action, case_id, post_id, decision_id, detail) VALUES (?,?,?,?,?,?,?)",
             (iso(now), actor, action, case_id, post_id, decision_id, json.dumps(detail or {})))
-        await self.conn.commit()
+        await self._commit()
         return cur.lastrowid
 
     async def audit_log(self, *, actor: str | None = None, action: str | None = None, case_id: int | None = None,
@@ -287,7 +314,7 @@ class Store(PrivacyMixin, StatsMixin):
         """Count a public note against the cooldowns."""
         await self.conn.execute("INSERT INTO cooldowns (channel_id, author_id, topic, at) VALUES (?,?,?,?)",
                                 (channel_id, author_id, topic, iso(now)))
-        await self.conn.commit()
+        await self._commit()
 
     # -- feedback and settings -------------------------------------------------------------------
     async def add_feedback(self, decision_id: int, user_id: str, kind: str, reason: str | None = None,
@@ -296,7 +323,7 @@ class Store(PrivacyMixin, StatsMixin):
         cur = await self.conn.execute(
             "INSERT OR IGNORE INTO feedback (decision_id, user_id, kind, reason, at) VALUES (?,?,?,?,?)",
             (decision_id, user_id, kind, reason, iso(now)))
-        await self.conn.commit()
+        await self._commit()
         return cur.rowcount == 1
 
     async def feedback(self, decision_id: int) -> dict[str, int]:
@@ -313,7 +340,7 @@ class Store(PrivacyMixin, StatsMixin):
         """Store an override, e.g. ('channel:123', 'shadow_mode', True)."""
         await self.conn.execute("INSERT INTO settings (scope, key, value) VALUES (?,?,?) ON CONFLICT (scope, key)"
                                 " DO UPDATE SET value=excluded.value", (scope, key, json.dumps(value)))
-        await self.conn.commit()
+        await self._commit()
 
 
 def _decision_row(row) -> dict:

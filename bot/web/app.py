@@ -90,7 +90,7 @@ def _load_scorer(args):
     """The model runner, or None (rules only) when asked or when no model can be loaded."""
     if args.rules_only:
         return None
-    from classifiers.model import ModelUnavailable, load_default_classifier
+    from classifiers.serving import ModelUnavailable, load_default_classifier
     try:
         return load_default_classifier(args.model)
     except ModelUnavailable as exc:

