@@ -64,7 +64,7 @@ def peaks(threads: int) -> dict:
             a_type, c_type, a = TensorProto.UINT8, TensorProto.INT32, rng.integers(0, 255, (m, k)).astype(np.uint8)
         graph = helper.make_graph([node], kind, [helper.make_tensor_value_info("A", a_type, [m, k])],
                                   [helper.make_tensor_value_info("C", c_type, [m, n])], [b])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
