@@ -18,7 +18,7 @@ from safetensors.torch import load_file  # noqa: E402
 from classifiers.lora import merge_adapters  # noqa: E402
 from classifiers.normalize import normalize_text  # noqa: E402
 from classifiers.serving import (  # noqa: E402,F401  (re-exported)
-    CONFIG_NAME, DEFAULT_ARTIFACT, WEIGHTS_NAME, ModelUnavailable, base_model_path, read_config,
+    CONFIG_NAME, DEFAULT_ARTIFACT, WEIGHTS_NAME, ModelUnavailable, artifact_path, base_model_path, read_config,
 )
 
 
@@ -45,7 +45,7 @@ class Classifier:
     backend = "torch"
 
     def __init__(self, artifact: str | os.PathLike | None = None, *, base: str | None = None, threads: int | None = None):
-        artifact = Path(artifact or os.environ.get("CAVEAT_MODEL_DIR") or DEFAULT_ARTIFACT)
+        artifact = artifact_path(artifact)
         self.config = read_config(artifact)
         self.labels: list[str] = list(self.config["labels"])
         self.version: str = self.config["version"]
