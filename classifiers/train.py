@@ -25,7 +25,7 @@ from policies.schema import LABELS  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULTS = dict(epochs=5, batch_size=16, lr=1e-3, head_lr=3e-3, weight_decay=0.01, rank=8, alpha=16.0,
-                dropout=0.1, max_length=128, seed=13, warmup=0.06, threads=2)
+                dropout=0.1, max_length=128, seed=13, warmup=0.06, threads=2, pos_weight_cap=4.0)
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -97,8 +97,12 @@ def predict_probs(model: Trainee, tokenizer, texts: list[str], max_length: int, 
 
 
 def train(train_path, dev_path, out_dir, *, base: str | None = None, max_steps: int | None = None,
-          progress: bool = True, **overrides) -> dict:
-    """Train and save the artifact; returns the dev metrics."""
+          progress: bool = True, on_epoch=None, **overrides) -> dict:
+    """Train and save the artifact; returns the dev metrics.
+
+    `on_epoch(epoch, predict)`, if given, is called after each full epoch with a function that scores texts
+    (sigmoid probabilities) with the model as it is then; experiments use it to watch dev metrics per epoch.
+    """
     from tqdm import tqdm
     from classifiers.metrics import label_metrics
 
@@ -129,7 +133,7 @@ def train(train_path, dev_path, out_dir, *, base: str | None = None, max_steps: 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)) if s >= warm else (s + 1) / warm)
     pos = y.sum(0)
-    pos_weight = ((len(y) - pos) / pos.clamp(min=1)).clamp(max=4.0)  # rarer labels count more, within reason
+    pos_weight = ((len(y) - pos) / pos.clamp(min=1)).clamp(min=1.0, max=float(cfg["pos_weight_cap"]))  # rarer labels count more, within reason
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
     started = time.time()
@@ -151,6 +155,9 @@ def train(train_path, dev_path, out_dir, *, base: str | None = None, max_steps: 
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        else:
+            if on_epoch is not None:
+                on_epoch(step // steps_per_epoch, lambda t: predict_probs(model, tokenizer, t, cfg["max_length"]))
     bar.close()
 
     dev_texts = [normalize_text(r["text"]) for r in dev_rows]
