@@ -35,14 +35,24 @@ class LoRALinear(nn.Module):
         return self.base(x) + (self.dropout(x) @ self.lora_a.t() @ self.lora_b.t()) * self.scale
 
 
-def _target_names(model: nn.Module) -> list[str]:
+def _layer_index(name: str) -> int:
+    parts = f".{name}".split(".layer.", 1)[1].split(".", 1)
+    return int(parts[0]) if parts[0].isdigit() else 0
+
+
+def _target_names(model: nn.Module, from_layer: int = 0) -> list[str]:
     return [name for name, mod in model.named_modules()
-            if isinstance(mod, nn.Linear) and any(name.endswith(t) for t in TARGETS) and ".layer." in f".{name}"]
+            if isinstance(mod, nn.Linear) and any(name.endswith(t) for t in TARGETS) and ".layer." in f".{name}"
+            and _layer_index(name) >= from_layer]
 
 
-def add_adapters(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0) -> list[str]:
-    """Wrap every target linear layer of `model` in a LoRALinear; returns the wrapped names."""
-    names = _target_names(model)
+def add_adapters(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0, from_layer: int = 0) -> list[str]:
+    """Wrap the target linear layers of `model` from layer `from_layer` up in a LoRALinear; returns the names.
+
+    Layers below `from_layer` stay frozen and need no backward pass, which is what makes training fit the
+    time budget on two CPU cores.
+    """
+    names = _target_names(model, from_layer)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)

@@ -25,7 +25,7 @@ from policies.schema import LABELS  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULTS = dict(epochs=5, batch_size=16, lr=1e-3, head_lr=3e-3, weight_decay=0.01, rank=8, alpha=16.0,
-                dropout=0.1, max_length=128, seed=13, warmup=0.06, threads=2, pos_weight_cap=4.0)
+                dropout=0.1, max_length=128, seed=13, warmup=0.06, threads=2, pos_weight_cap=1.0, lora_from_layer=2)
 
 
 def read_rows(path: str | Path) -> list[dict]:
@@ -116,7 +116,7 @@ def train(train_path, dev_path, out_dir, *, base: str | None = None, max_steps: 
     tokenizer, encoder = load_encoder(base)
     for p in encoder.parameters():
         p.requires_grad_(False)
-    add_adapters(encoder, cfg["rank"], cfg["alpha"], cfg["dropout"])
+    add_adapters(encoder, cfg["rank"], cfg["alpha"], cfg["dropout"], from_layer=int(cfg["lora_from_layer"]))
     model = Trainee(encoder, len(LABELS))
 
     texts = [normalize_text(r["text"]) for r in train_rows]
