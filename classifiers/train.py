@@ -24,8 +24,8 @@ from classifiers.normalize import normalize_text  # noqa: E402
 from policies.schema import LABELS  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
-DEFAULTS = dict(epochs=5, batch_size=16, lr=1e-3, head_lr=3e-3, weight_decay=0.01, rank=8, alpha=16.0,
-                dropout=0.1, max_length=128, seed=13, warmup=0.06, threads=2, pos_weight_cap=1.0, lora_from_layer=2)
+DEFAULTS = dict(epochs=4, batch_size=16, lr=1e-3, head_lr=3e-3, weight_decay=0.01, rank=8, alpha=16.0,
+                dropout=0.1, max_length=128, seed=13, warmup=0.06, threads=2, pos_weight_cap=1.0, lora_from_layer=1)
 
 
 def read_rows(path: str | Path) -> list[dict]:
