@@ -137,6 +137,9 @@ def bench_classifier(posts: list[str], threads: int) -> dict:
         "bulk_useful_gops": round(gop * bulk_rate / len(posts), 1),
         "int8_matmul_peak_gops": round(peak["int8"], 1), "fp32_matmul_peak_gflops": round(peak["fp32"], 1),
         "bulk_share_of_int8_peak": round(gop * bulk_rate / len(posts) / peak["int8"], 3),
+        # What this model could do at 100% of the int8 peak on this machine: the bound on every ratio target.
+        "ceiling_posts_per_s_at_int8_peak": round(peak["int8"] * len(posts) / gop, 1),
+        "ceiling_over_naive": round(peak["int8"] * len(posts) / gop / naive_rate, 2),
         "decision_agreement_with_fp32": round(same / len(posts), 4),
         "decisions_changed": len(posts) - same,
         "acts_at": acts,
