@@ -49,8 +49,7 @@ def _target_names(model: nn.Module, from_layer: int = 0) -> list[str]:
 def add_adapters(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0, from_layer: int = 0) -> list[str]:
     """Wrap the target linear layers of `model` from layer `from_layer` up in a LoRALinear; returns the names.
 
-    Layers below `from_layer` stay frozen and need no backward pass, which is what makes training fit the
-    time budget on two CPU cores.
+    Layers below `from_layer` stay frozen and need no backward pass, which makes each training step cheaper.
     """
     names = _target_names(model, from_layer)
     for name in names:

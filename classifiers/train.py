@@ -133,7 +133,7 @@ def train(train_path, dev_path, out_dir, *, base: str | None = None, max_steps: 
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total - s) / max(1, total - warm)) if s >= warm else (s + 1) / warm)
     pos = y.sum(0)
-    pos_weight = ((len(y) - pos) / pos.clamp(min=1)).clamp(min=1.0, max=float(cfg["pos_weight_cap"]))  # rarer labels count more, within reason
+    pos_weight = ((len(y) - pos) / pos.clamp(min=1)).clamp(min=1.0, max=float(cfg["pos_weight_cap"]))  # cap 1.0 (default): every label weighs the same
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
     started = time.time()
