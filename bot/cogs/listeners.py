@@ -86,17 +86,36 @@ class Listeners(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        """The member deleted a post: purge its stored text, close its cases and update their cards."""
+        """The member deleted a post: purge its stored text, close its cases, update their cards, remove Caveat's reply."""
         stored = await self.store.post_by_message("discord", str(payload.message_id))
         if stored is None:
             return
         open_cases = [c for c in await self.store.cases(status="open", channel_id=str(payload.channel_id), limit=500)
                       if c["post_id"] == stored["id"]]
+        replies = await self.store.replies(stored["id"])
         await self.bot.pipeline.handle_delete("discord", str(payload.message_id))
+        await self._remove_replies(payload.channel_id, stored["id"], replies)
         review = self.bot.get_cog("Review")
         for case in open_cases:
             await review.publish_card(case["id"])
         self.bot.dispatch("caveat_post_handled", payload.message_id, None)
+
+    async def _remove_replies(self, channel_id: int, post_id: int, replies: dict[str, str | None]) -> None:
+        """Take down Caveat's public note or crisis reply under a deleted post: left alone it would show what
+        the member wrote about. A reply that is already gone, or that cannot be removed, is audited, not retried."""
+        channel = self.bot.get_partial_messageable(channel_id)
+        for kind, message_id in replies.items():
+            if not message_id:
+                continue
+            try:
+                await channel.get_partial_message(int(message_id)).delete()
+                event, detail = f"{kind}_removed", {"reason": "post deleted by its author"}
+            except discord.NotFound:
+                event, detail = f"{kind}_removed", {"reason": "post deleted by its author", "already_gone": True}
+            except discord.HTTPException as exc:
+                log.warning("could not remove the %s under deleted post %s: HTTP %s", kind, post_id, exc.status)
+                event, detail = f"{kind}_remove_failed", {"status": exc.status}
+            await self.store.audit("caveat", event, post_id=post_id, detail=detail)
 
     async def _act(self, message: discord.Message, post: Post, outcome) -> None:
         """Post the reply the Pipeline reserved, then the case card (with an alert for emergencies)."""

@@ -73,6 +73,19 @@ async def test_emergency_in_a_forum_thread_gets_resources_and_pings_on_call(harn
     assert not fake.find("DELETE", r"/messages/")
 
 
+async def test_deleting_a_crisis_post_takes_down_the_public_reply_and_keeps_the_case(harness, fake):
+    msg, outcome = await harness.post(CRISIS)
+    [reply] = replies_to(fake, msg)
+    since = fake.mark()
+    await harness.delete(msg)
+    await fake.wait_for_request("DELETE", rf"/channels/{msg['channel_id']}/messages/{reply.response['id']}$", since=since)
+    assert reply.response["id"] not in fake.messages
+    case = await harness.store.case(outcome.case_id)
+    assert case is not None                          # moderators keep the case (text purged)
+    [event] = await harness.store.audit_log(action="resources_removed")
+    assert event["post_id"] == outcome.post_id
+
+
 async def test_cooldowns_limit_notes_but_never_the_emergency_lane(harness, fake):
     first, _ = await harness.post(RISKY)
     second, outcome = await harness.post(RISKY + " again")
@@ -95,10 +108,14 @@ async def test_edit_reassesses_without_a_second_note_and_delete_purges(harness, 
     msg, outcome = await harness.edit(msg, RISKY + " and it worked great")
     assert len(replies_to(fake, msg)) == 1          # never a second note for the same post
     assert outcome.case_id == case_id
+    [note] = replies_to(fake, msg)
     since = fake.mark()
     await harness.delete(msg)
     patch = await fake.wait_for_request("PATCH", rf"/channels/{fake.mods.id}/messages/{card.response['id']}",
                                         since=since)
+    # Caveat's note would otherwise stay up, saying what the deleted post was about.
+    await fake.wait_for_request("DELETE", rf"/channels/{msg['channel_id']}/messages/{note.response['id']}$", since=since)
+    assert note.response["id"] not in fake.messages
     embed = patch.json["embeds"][0]
     assert "post deleted" in embed["description"] and "post deleted by its author" in embed["fields"][-1]["value"]
     assert patch.json["components"] == []
