@@ -10,10 +10,8 @@ CRISES = [
     "my roommate swallowed most of a bottle of her sleeping pills an hour ago and now she won't wake up properly, what do i do",
     "throat is closing up after that new herbal capsule, lips swelling fast and I don't have an epipen",
 ]
-FLARE_VENT = "psoriatic arthritis flare, day 3. fingers like sausages, can't hold a pen. just whining into the void, I'm fine"
 NOT_CRISES = [
-    # Known defect, kept visible: the shipped model still escalates some flare venting (README, "The classifier").
-    pytest.param(FLARE_VENT, marks=pytest.mark.xfail(strict=True, reason="the model still escalates some flare venting")),
+    "psoriatic arthritis flare, day 3. fingers like sausages, can't hold a pen. just whining into the void, I'm fine",
     "one week post-op from my hysterectomy, sore and bored, managed a walk around the block today",
     "legs destroyed after leg day, stairs are my enemy now lol",
     "If you're struggling tonight, you can call or text 988 any time, it's free and confidential",
