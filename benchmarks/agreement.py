@@ -12,6 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import acting_thresholds, decisions  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 from classifiers.serving import get_scorer  # noqa: E402
 from classifiers.train import read_rows  # noqa: E402
 from policies.loader import load_policy  # noqa: E402
@@ -22,11 +23,11 @@ def main(path: str) -> dict:
     rows = read_rows(path)
     texts = [r["text"] for r in rows]
     policy = load_policy()
-    acts = {lab: min(op.value for op in policy.thresholds["model"][lab].values()) for lab in LABELS}
+    acts = acting_thresholds(policy)
     int8 = get_scorer(backend="onnx-int8")
     fp32 = get_scorer(backend="torch")
     a, b = int8.predict(texts), fp32.predict(texts, batch_size=32)
-    same = [all((x[lab] >= t) == (y[lab] >= t) for lab, t in acts.items()) for x, y in zip(a, b)]
+    same = [x == y for x, y in zip(decisions(a, acts), decisions(b, acts))]
     return {"file": path, "model_version": int8.version, "policy_version": policy.version, "posts": len(texts),
             "same_decisions": sum(same), "agreement": round(sum(same) / len(texts), 4),
             "max_abs_score_diff": round(max(abs(x[lab] - y[lab]) for x, y in zip(a, b) for lab in LABELS), 4)}

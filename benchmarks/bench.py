@@ -77,6 +77,11 @@ def peaks(threads: int) -> dict:
     return out
 
 
+def acting_thresholds(policy) -> dict[str, float]:
+    """Per label, the lowest operating point of the policy's model thresholds: at or above it, Caveat acts."""
+    return {lab: min(op.value for op in bands.values()) for lab, bands in policy.thresholds["model"].items()}
+
+
 def decisions(scores: list[dict], thresholds: dict) -> list[tuple]:
     """The labels a decision acts on (score at or above the label's lowest operating point)."""
     return [tuple(lab for lab, t in thresholds.items() if s[lab] >= t) for s in scores]
@@ -119,7 +124,7 @@ def bench_classifier(posts: list[str], threads: int) -> dict:
     ref = fp32.predict(posts, batch_size=32)
     fp32_rate = len(posts) / (time.perf_counter() - t0)
     policy = load_policy()
-    acts = {lab: min(op.value for op in bands.values()) for lab, bands in policy.thresholds["model"].items()}
+    acts = acting_thresholds(policy)
     same = sum(a == b for a, b in zip(decisions(ref, acts), decisions(bulk, acts)))
     tokens = [len(fp32.tokenizer(p, truncation=True, max_length=fp32.max_length)["input_ids"]) for p in posts]
     gop = sum(21.2e6 * t + 9216 * t * t for t in tokens) / 1e9  # MiniLM-L6 forward, see shared notes
