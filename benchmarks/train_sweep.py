@@ -28,7 +28,22 @@ def report(gold: list[str], rows: list[list[float]]) -> str:
         pts = choose_points([r[j] for r in rows], [g == lab for g in gold], lab, "dev", {})
         th[lab] = min(p["value"] for p in pts.values())
     m = label_metrics(gold, rows, th)
-    return (f"macro-F1 {m['macro_f1']:.3f} benign FPR {m['benign_fpr']:.3f} emergency threshold {th['emergency']:.3f}")
+    return (f"macro-F1 {m['macro_f1']:.3f} benign FPR {m['benign_fpr']:.3f} emergency threshold {th['emergency']:.3f}"
+            f" | {emergency_tail(gold, rows)}")
+
+
+def emergency_tail(gold: list[str], rows: list[list[float]]) -> str:
+    """Less noisy than one operating point: how many benign posts score at or above the emergency post that
+    sits at recall 0.95 / 0.97 / 0.98, and the emergency-vs-benign ROC AUC."""
+    j = LABELS.index("emergency")
+    pos = sorted((r[j] for g, r in zip(gold, rows) if g == "emergency"), reverse=True)
+    neg = [r[j] for g, r in zip(gold, rows) if g == "benign"]
+    parts = []
+    for recall in (0.95, 0.97, 0.98):
+        t = pos[max(0, int(round(recall * len(pos))) - 1)]
+        parts.append(f"benign>=t@R{recall:.2f} {sum(s >= t for s in neg) / len(neg):.3f}")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return " ".join(parts) + f" AUC {wins / (len(pos) * len(neg)):.4f}"
 
 
 def main(name: str, overrides: dict) -> None:
