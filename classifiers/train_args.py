@@ -13,5 +13,5 @@ def add_arguments(p) -> None:
     p.add_argument("--base", help="base encoder directory (default: $CAVEAT_BASE_MODEL or packaged MiniLM)")
     p.add_argument("--epochs", type=int, help="epochs (default 3)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
-    p.add_argument("--seed", type=int, help="random seed (default 13)")
+    p.add_argument("--seed", type=int, help="random seed (default 14)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
