@@ -4,7 +4,7 @@ The torch model (packaged base encoder + merged LoRA + head) is traced once to O
 (mean pooling and the sigmoid inside the graph), ONNX Runtime's transformer optimizer fuses attention,
 layer norms and GELU (about 200 small shape ops become 50 nodes), then the weights of the attention and first
 feed-forward projections of layers 2-5 are quantized to int8 per output channel (ONNX Runtime dynamic
-quantization: activations are quantized at run time). Layer 0, the feed-forward output projections and the
+quantization: activations are quantized at run time). Layers 0-1, the feed-forward output projections and the
 head stay fp32. Each choice is measured in benchmarks/RESULTS.md. The result, the tokenizer and a small JSON
 manifest go into a cache folder (see `classifiers.serving.cache_root`); nothing here is ever committed.
 Only this module needs torch; serving (`classifiers.serving`) does not.
