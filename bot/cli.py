@@ -67,7 +67,7 @@ def render_verdict(text: str, d: Decision, color: bool = False) -> str:
             ids = ", ".join(x for x in (f"PMID {c.pmid}" if c.pmid else "", f"doi:{c.doi}" if c.doi else "") if x)
             extra = f" ({c.caveat})" if c.caveat else ""
             title = c.title if c.title.endswith((".", "?", "!")) else c.title + "."
-            lines.append(f"  [{i}] {title} {c.source}, {c.year}.{(' ' + ids + '.') if ids else ''}{extra} {c.link or ''}".rstrip())
+            lines.append(f"  [{i}] {title} {c.byline}.{(' ' + ids + '.') if ids else ''}{extra} {c.link or ''}".rstrip())
     if d.resources:
         lines.append("Crisis resources:")
         lines.extend(f"  - {r.name}: {r.contact}" + (f" ({r.url})" if r.url else "") for r in d.resources)

@@ -122,6 +122,11 @@ class Citation(Strict):
     caveat: str | None = None
 
     @property
+    def byline(self) -> str:
+        """Publisher and year as a reader sees them ("NIH, 2019"); the publisher alone when the library has no year."""
+        return f"{self.source}, {self.year}" if self.year else self.source
+
+    @property
     def link(self) -> str | None:
         """Best link for a reader: the URL, else a DOI or PubMed link built from a verified id."""
         if self.url:

@@ -30,6 +30,15 @@ def test_check_prints_a_readable_verdict_with_sources(capsys):
     assert "policy pol-" in out
 
 
+def test_a_source_without_a_year_reads_cleanly(capsys):
+    """The FDA's BeSafeRx page has no year in the evidence library: its line shows the publisher, no empty year."""
+    assert main(["check", "--rules-only", "DM me, I sell sirolimus 1mg, no script needed"]) == 0
+    out = capsys.readouterr().out
+    assert "[buying-online]" in out
+    line = next(x for x in out.splitlines() if "BeSafeRx" in x and x.lstrip().startswith("[1]"))
+    assert "US Food and Drug Administration. https://www.fda.gov/" in line and ", ." not in line
+
+
 def test_check_warning_gets_no_note(capsys):
     assert main(["check", "--rules-only", WARNING]) == 0
     out = capsys.readouterr().out

@@ -28,7 +28,8 @@ def sources_lines(note: Note) -> list[str]:
         title = clip(c.title.rstrip("."), 110)
         head = f"[{title}]({c.link})" if c.link else title
         extra = f" ({c.caveat})" if c.caveat else ""
-        lines.append(f"{i}. {head}: {clip(c.source, 60)}, {c.year}{extra}")
+        year = f", {c.year}" if c.year else ""
+        lines.append(f"{i}. {head}: {clip(c.source, 60)}{year}{extra}")
     return lines
 
 

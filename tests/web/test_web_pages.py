@@ -35,6 +35,14 @@ async def test_risky_sandbox_post_gets_the_note_card_with_numbered_sources(clien
     assert note.title in page and RISKY in page
 
 
+async def test_a_source_without_a_year_shows_its_publisher_alone(client, dash):
+    status, data = await _post(client, SELLER)
+    assert status == 200 and data["action"] == "note_and_queue"
+    assert dash.pipeline.policy.notes["buying-online"].title in data["html"]
+    assert "US Food and Drug Administration</span>" in data["html"]
+    assert "US Food and Drug Administration, </span>" not in data["html"]
+
+
 async def test_crisis_post_shows_crisis_resources_and_safe_post_does_nothing(client, dash):
     _, crisis = await _post(client, CRISIS, name="jo")
     assert crisis["action"] == "escalate" and "988 Suicide" in crisis["html"]
