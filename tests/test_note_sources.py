@@ -1,4 +1,4 @@
-"""How a note's sources read to members (Discord embed) and moderators (dashboard), including sources with no year."""
+"""How a note's sources read to members in the Discord embed, including sources with no year."""
 from __future__ import annotations
 
 from bot.cogs.render import sources_lines
