@@ -95,7 +95,7 @@ async def _check_jsonl(args, engine: Engine, scorer) -> int:
     finally:
         if handle is not sys.stdin:
             handle.close()
-    scores = await scorer.score_many([t for _, t in rows]) if scorer else [None] * len(rows)
+    scores = await scorer.score_many([engine.model_input(t) for _, t in rows]) if scorer else [None] * len(rows)
     version = scorer.version if scorer else "rules-only"
     for (row_id, text), s in zip(rows, scores):
         d = engine.assess(Post("cli", str(row_id), "cli", "cli", text), s, model_version=version)
@@ -116,7 +116,7 @@ def cmd_check(args) -> int:
             if not args.text:
                 return _fail("check needs TEXT or --jsonl FILE")
             text = " ".join(args.text)
-            s = await scorer.score(text) if scorer else None
+            s = await scorer.score(engine.model_input(text)) if scorer else None
             d = engine.assess(Post("cli", "0", "cli", "cli", text), s, model_version=scorer.version if scorer else "rules-only")
             if args.json:
                 print(json.dumps(d.to_dict(), ensure_ascii=False, indent=2))

@@ -64,7 +64,7 @@ class Pipeline:
         if scores is not None:
             return self.engine.assess(post, scores, model_version=self.scorer.version)
         try:
-            scores = await self.scorer.score(post.text)
+            scores = await self.scorer.score(self.engine.model_input(post.text))
         except Exception as exc:  # model failure or timeout: fail safe to rules + review
             log.warning("model scoring failed for post %s: %s; using rules only", post.key, type(exc).__name__)
             return self.engine.assess(post, model_version=self.scorer.version, model_failed=True)

@@ -72,7 +72,7 @@ async def replay(args, policy, scorer) -> int:
     try:
         from tqdm import tqdm
         with tqdm(total=len(posts), desc="replay", unit="post", disable=args.no_progress, file=sys.stderr) as bar:
-            async for chunk, scores in _scored_chunks(posts, scorer, CHUNK):
+            async for chunk, scores in _scored_chunks(posts, scorer, CHUNK, pipeline.engine.model_input):
                 async with store.batch():  # one transaction per chunk; a rerun skips what was stored
                     for post, post_scores in zip(chunk, scores):
                         outcome = await pipeline.handle(post, shadow=True, scores=post_scores)
@@ -95,7 +95,7 @@ async def replay(args, policy, scorer) -> int:
 CHUNK = 512
 
 
-async def _scored_chunks(posts: list[Post], scorer, size: int):
+async def _scored_chunks(posts: list[Post], scorer, size: int, model_input=lambda t: t):
     """Chunks of posts with their model scores; the next chunk is scored while the current one is written.
 
     Scores are None when there is no model or bulk scoring failed (then each post falls back on its own).
@@ -106,7 +106,7 @@ async def _scored_chunks(posts: list[Post], scorer, size: int):
         if scorer is None:
             return [None] * len(chunk)
         try:
-            return await scorer.score_many([p.text for p in chunk])
+            return await scorer.score_many([model_input(p.text) for p in chunk])
         except Exception as exc:  # the per-post path retries and falls back to rules if the model is down
             print(f"caveat: bulk scoring failed ({type(exc).__name__}); scoring posts one by one", file=sys.stderr)
             return [None] * len(chunk)

@@ -66,6 +66,15 @@ def normalize_text(text: str) -> str:
     return "".join(c for c in kept if not unicodedata.combining(c)).strip()
 
 
+def model_input(text: str, watched: tuple[str, ...] = ()) -> str:
+    """What the classifier reads: the rules' normalized text (homoglyphs, zalgo, leetspeak in watched terms folded).
+
+    Serving and training both call this with the rule set's watched terms, so a disguised copy of a post
+    is scored as the post itself.
+    """
+    return normalize_for_matching(text, watched).text.strip()
+
+
 def normalize_for_matching(text: str, watched: tuple[str, ...] = ()) -> Normalized:
     """Full normalization for rules; leetspeak and spaced-out letters are folded only into watched terms."""
     chars, origin = _base_chars(text)

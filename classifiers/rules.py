@@ -160,3 +160,20 @@ class RuleSet:
             if hit is not None:
                 hits.append(hit)
         return hits
+
+
+def label_rule_features(hits: list[RuleHit], labels: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """Per label: (noisy-or of active hits' weights, the strongest suppressed hit's weight).
+
+    The learned rule-model combination reads exactly these two numbers (training and serving share this function).
+    """
+    keep = {lab: 1.0 for lab in labels}
+    suppressed = {lab: 0.0 for lab in labels}
+    for hit in hits:
+        if hit.weight <= 0 or hit.label not in keep:
+            continue
+        if hit.active:
+            keep[hit.label] *= 1.0 - hit.weight
+        else:
+            suppressed[hit.label] = max(suppressed[hit.label], hit.weight)
+    return {lab: (round(1.0 - keep[lab], 6), suppressed[lab]) for lab in labels}

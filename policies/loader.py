@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from policies.schema import (
-    LABELS, Citation, CommunitySettings, LabelPolicy, Note, NoteSource, OperatingPoint, Rule,
+    LABELS, Citation, Combine, CommunitySettings, LabelPolicy, Note, NoteSource, OperatingPoint, Rule,
 )
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent
@@ -53,6 +53,7 @@ class PolicySet:
     notes: Mapping[str, Note]
     community: CommunitySettings
     files: tuple[str, ...] = field(default=())
+    combine: Combine = field(default_factory=Combine)
 
     def threshold(self, mode: str, label: str, band: str) -> OperatingPoint | None:
         """The operating point for `label`/`band` in `mode` ('model' or 'rules_only')."""
@@ -174,7 +175,7 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
         return _Doc(path, rel, issues)
 
     hasher = hashlib.sha256()
-    files = ["policy.yaml", "rules.yaml", "thresholds.yaml", "community.yaml", "evidence/citations.yaml"]
+    files = ["policy.yaml", "rules.yaml", "thresholds.yaml", "community.yaml", "evidence/citations.yaml", "combine.yaml"]
     note_files = sorted(str(p.relative_to(root)) for p in (root / "notes").glob("*.yaml"))
     for rel in files + note_files:
         path = root / rel
@@ -298,6 +299,11 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
             issues.append(PolicyIssue(comm_doc.rel, comm_doc.line("community", "default_locale"),
                                       f"no crisis_resources for default_locale '{community.default_locale}'"))
 
+    combine = Combine()
+    comb_doc = doc("combine.yaml", required=False)
+    if comb_doc and comb_doc.root is not None:
+        combine = _validate(Combine, _expect_mapping(comb_doc, "combine", issues), comb_doc, ("combine",), issues) or combine
+
     if issues:
         raise PolicyError(issues)
     return PolicySet(
@@ -305,7 +311,9 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
         labels=MappingProxyType(labels), rules=tuple(rules),
         thresholds=MappingProxyType({m: MappingProxyType({l: MappingProxyType(b) for l, b in per.items()})
                                      for m, per in thresholds.items()}),
-        notes=MappingProxyType(notes), community=community, files=tuple(files + note_files),
+        notes=MappingProxyType(notes), community=community,
+        files=tuple(f for f in files if f != "combine.yaml" or (root / f).is_file()) + tuple(note_files),
+        combine=combine,
     )
 
 

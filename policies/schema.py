@@ -71,6 +71,30 @@ class LabelPolicy(Strict):
     bands: tuple[Band, ...]
 
 
+class CombineWeights(Strict):
+    """One label's learned combination: p = sigmoid(bias + model_logit*logit(model) + rule_active*R + rule_suppressed*S)."""
+
+    bias: float
+    model_logit: float = Field(ge=0.0)
+    rule_active: float = 0.0
+    rule_suppressed: float = 0.0
+
+
+class RuleFloor(Strict):
+    """A rule hit this strong (active, not excused by an exception) always reaches the moderators' queue."""
+
+    queue_at_weight: float = Field(default=0.6, gt=0.0, le=1.0)
+
+
+class Combine(Strict):
+    """How model scores and rule hits combine into a label's score (`combine.yaml`), with provenance."""
+
+    model_version: str | None = None
+    fitted_on: str = "not fitted: the model's probability is the score"
+    labels: dict[Label, CombineWeights] = Field(default_factory=dict)
+    rule_floor: RuleFloor = RuleFloor()
+
+
 class CrisisResource(Strict):
     """One crisis line or service shown in the emergency reply."""
 

@@ -3,15 +3,23 @@
 How scores combine (the one place this is defined):
 - Rules alone (no model configured): a label's score is 1 - prod(1 - weight) over its active rule hits,
   compared against the `rules_only` thresholds.
-- With the model: a label's score is the model's probability, compared against the `model` thresholds.
-  The model judges stance (advising vs asking or warning), which keyword rules cannot; rules then only
-  choose the topic and the caution note, and appear in the explanation.
+- With the model: a label's score is a learned, calibrated combination of the model and the rules
+  (`combine.yaml`, fitted by `caveat train` on out-of-fold scores of real posts):
+      score = sigmoid(bias + a * logit(model probability) + b * R + c * S)
+  where R is the noisy-or of the label's active rule weights and S the weight of its strongest hit that an
+  exception suppressed (a warning, a question). A label with no fitted weights uses the model's probability.
+  The score is compared against the `model` thresholds; rules also choose the topic and the caution note.
+- Floor, in every mode: an active rule hit of weight >= `rule_floor.queue_at_weight` puts the post in the
+  moderators' queue at least, whatever the scores say (a crisis-rule hit never does nothing).
 - Model failed or timed out (`model_failed=True`): rules-only scores and thresholds, and any post that a
   weighted rule matched (even a suppressed hit) is queued at least, so a human looks at it.
 """
 from __future__ import annotations
 
-from classifiers.rules import RuleHit, RuleSet
+import math
+
+from classifiers.normalize import model_input
+from classifiers.rules import RuleHit, RuleSet, label_rule_features
 from bot.engine.actions import SEVERITY, at_least, has_note, union_all
 from bot.engine.decision import Decision, Post
 from bot.engine.explain import explain
@@ -28,6 +36,10 @@ class Engine:
         self.policy = policy
         self.rules = RuleSet(policy.rules)
 
+    def model_input(self, text: str) -> str:
+        """The text the model must score for `text`: the rules' normalization (homoglyphs, leetspeak folded)."""
+        return model_input(text, self.rules.watched)
+
     def assess(self, post: Post, model_scores: dict[str, float] | None = None, *,
                model_version: str = RULES_VERSION, model_failed: bool = False) -> Decision:
         """Decide what to do with `post`, given the model's scores for it (None = rules only)."""
@@ -36,7 +48,7 @@ class Engine:
         rule_scores = _rule_scores(hits)
         use_model = model_scores is not None and not model_failed and "model" in policy.thresholds
         mode = "model" if use_model else ("fallback" if model_failed else "rules_only")
-        scores = {label: float(model_scores.get(label, 0.0)) for label in LABELS} if use_model else dict(rule_scores)
+        scores = _combined(policy, model_scores, hits) if use_model else dict(rule_scores)
 
         label_actions: dict[str, str] = {}
         used_thresholds: dict[str, dict[str, float]] = {}
@@ -60,6 +72,9 @@ class Engine:
         action = union_all(label_actions.values())
         if mode == "fallback" and any(h.weight > 0 for h in hits):
             action = at_least(action, "queue")
+        floor = policy.combine.rule_floor.queue_at_weight
+        if any(h.active and h.weight >= floor for h in hits):
+            action = at_least(action, "queue")
 
         note = _choose_note(policy, hits, label_actions) if has_note(action) else None
         resources = ()
@@ -81,6 +96,22 @@ class Engine:
 def _with_why(decision: Decision, policy: PolicySet) -> Decision:
     from dataclasses import replace
     return replace(decision, why=explain(decision, policy))
+
+
+def _combined(policy: PolicySet, model_scores: dict[str, float], hits: list[RuleHit]) -> dict[str, float]:
+    """Each label's score from the model probability and the rule features, by the policy's fitted combination."""
+    feats = label_rule_features(hits, LABELS)
+    out = {}
+    for label in LABELS:
+        p = min(max(float(model_scores.get(label, 0.0)), 1e-6), 1 - 1e-6)
+        w = policy.combine.labels.get(label)
+        if w is None:
+            out[label] = p
+            continue
+        active, suppressed = feats[label]
+        z = w.bias + w.model_logit * max(min(math.log(p / (1 - p)), 12.0), -12.0) + w.rule_active * active + w.rule_suppressed * suppressed
+        out[label] = round(1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0))), 6)
+    return out
 
 
 def _rule_scores(hits: list[RuleHit]) -> dict[str, float]:
