@@ -1,10 +1,11 @@
-"""Compare training recipes on real-dev (cross-validated operating points, held-out fold numbers).
+"""The frozen-encoder baseline on real-dev: int8 MiniLM embeddings + an L2 logistic head per label.
 
-    python benchmarks/real_sweep.py --l2 0.001 0.003 0.01 --real-weight 1 3 --inhouse-weight 0 0.3
+    python benchmarks/real_sweep.py --l2 0.001 0.003 0.01 0.03
 
-Each variant fits the head and the rule-model combination exactly as `caveat train` does (same embeddings,
-same out-of-fold fit), scores real-dev with the head applied to the int8 embeddings (what serving computes),
-and reports `classifiers.evaluate_real` metrics. Nothing is written to the repository.
+This was the first recipe tried for real posts (benchmarks/RESULTS.md, "Real posts"); `caveat train` fine-tunes
+instead, which measured better. Each variant fits the head on the same labelled rows `caveat train` reads, fits
+the rule-model combination on out-of-fold logits of the real rows, scores real-dev, and reports
+`classifiers.evaluate_real` metrics (operating points cross-validated on real-dev). Nothing is written.
 """
 from __future__ import annotations
 
@@ -28,19 +29,40 @@ from policies.loader import load_policy  # noqa: E402
 from policies.schema import LABELS, Combine, CombineWeights  # noqa: E402
 
 
+class Head:
+    """Standardize, then weighted L2 logistic regression per label."""
+
+    def __init__(self, l2: float):
+        self.l2 = l2
+
+    def fit(self, x, y, w):
+        self.mu, self.sd = x.mean(0), x.std(0) + 1e-6
+        self.coef, self.bias = tr.fit_logistic((x - self.mu) / self.sd, y, w, self.l2)
+        return self
+
+    def logits(self, x):
+        return ((x - self.mu) / self.sd) @ self.coef + self.bias
+
+
+def group_folds(groups, k, seed):
+    """Fold per row, whole groups together."""
+    import hashlib
+    return np.asarray([int(hashlib.sha256(f"{seed}|{g}".encode()).hexdigest(), 16) % k for g in groups])
+
+
 def run(rows, x, y, w_base, real, kinds, texts, rules, dev, dev_x, policy, *, l2, real_weight, inhouse_weight,
         folds=5, seed=14, floor=None, label_only=None):
     """Fit one variant; return the evaluate_real report on real-dev."""
     w = np.asarray([wb * (real_weight if k == "real" else inhouse_weight) for wb, k in zip(w_base, kinds)])
     keep = w > 0
-    fold = tr.group_folds([r["group"] for r in rows], folds, seed)
+    fold = group_folds([r["group"] for r in rows], folds, seed)
     oof = np.zeros_like(y, dtype=np.float64)
     for k in range(folds):
         tr_idx = keep & (fold != k)
-        head = tr.Head(l2).fit(x[tr_idx], y[tr_idx], w[tr_idx])
+        head = Head(l2).fit(x[tr_idx], y[tr_idx], w[tr_idx])
         oof[fold == k] = head.logits(x[fold == k])
     comb = tr.fit_combiner(oof[real], rules[real], y[real], w[real])
-    head = tr.Head(l2).fit(x[keep], y[keep], w[keep])
+    head = Head(l2).fit(x[keep], y[keep], w[keep])
     probs = 1 / (1 + np.exp(-head.logits(dev_x)))
     combine = Combine(model_version="sweep", fitted_on="sweep",
                       labels={lab: CombineWeights(**v) for lab, v in comb.items()},
@@ -58,9 +80,9 @@ def run(rows, x, y, w_base, real, kinds, texts, rules, dev, dev_x, policy, *, l2
 def main() -> int:
     """Parse the grid, run every variant, print one line each."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--l2", type=float, nargs="+", default=[tr.DEFAULTS["l2"]])
-    ap.add_argument("--real-weight", type=float, nargs="+", default=[tr.DEFAULTS["real_weight"]])
-    ap.add_argument("--inhouse-weight", type=float, nargs="+", default=[tr.DEFAULTS["inhouse_weight"]])
+    ap.add_argument("--l2", type=float, nargs="+", default=[0.003])
+    ap.add_argument("--real-weight", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--inhouse-weight", type=float, nargs="+", default=[0.3])
     ap.add_argument("--floor", type=float, nargs="+", default=[None])
     ap.add_argument("--seeds", type=int, nargs="+", default=[14])
     args = ap.parse_args()

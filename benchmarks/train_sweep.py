@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 from classifiers.evaluate import choose_points  # noqa: E402
 from classifiers.metrics import label_metrics  # noqa: E402
 from classifiers.normalize import normalize_text  # noqa: E402
-from classifiers.train import read_rows, train  # noqa: E402
+from classifiers.lora_train import read_rows, train  # noqa: E402
 from policies.schema import LABELS  # noqa: E402
 
 

@@ -121,8 +121,132 @@ def write_thresholds(policy_dir: str, points: dict) -> None:
         raise
 
 
+def _install_combine(policy_dir: str, model_dir) -> str | None:
+    """Copy the model's fitted combination (combine.yaml in its artifact) into the policy; returns what was done."""
+    from classifiers.serving import artifact_path
+    src = artifact_path(model_dir) / "combine.yaml"
+    if not src.is_file():
+        return None
+    dest = Path(policy_dir) / "combine.yaml"
+    old = dest.read_text(encoding="utf-8") if dest.is_file() else None
+    data = yaml.safe_load(src.read_text(encoding="utf-8"))
+    if old:  # keep the policy's own rule floor
+        data["combine"]["rule_floor"] = (yaml.safe_load(old) or {}).get("combine", {}).get("rule_floor", {"queue_at_weight": 0.6})
+    header = "# How model scores and rule hits combine (bot/engine/engine.py). Fitted by `caveat train`, installed by `caveat eval --write-thresholds`.\n"
+    dest.write_text(header + yaml.safe_dump(data, sort_keys=False, width=120), encoding="utf-8")
+    try:
+        load_policy(policy_dir)
+    except PolicyError:
+        if old is None:
+            dest.unlink()
+        else:
+            dest.write_text(old, encoding="utf-8")
+        raise
+    return str(dest)
+
+
+def _print_real(title: str, m: dict) -> None:
+    print(f"\n{title}: n={m['n']}, macro-F1 {m['macro_f1']:.3f}, benign public-action rate {m['benign_public_rate']:.3f}, "
+          f"benign any-action rate {m['benign_any_rate']:.3f}, emergency recall {m['emergency_recall_any']:.3f} "
+          f"(escalated {m['emergency_recall_escalated']:.3f})")
+    for label, v in m["per_label"].items():
+        print(f"  {label:22s} P {v['precision']:.3f}  R {v['recall']:.3f}  F1 {v['f1']:.3f}  (n={v['support']})")
+
+
+def main_real(args) -> int:
+    """`caveat eval` with no FILE: real-dev first (cross-validated operating points), then the in-house dev set."""
+    from classifiers import evaluate_real as er
+    from classifiers.realdata import DataMissing, default_data_dir, read_dev
+    from classifiers.serving import ModelUnavailable, get_scorer
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    try:
+        if data_dir is None:
+            raise DataMissing("no data directory: pass --data-dir DIR (the folder holding real-dev/) or set CAVEAT_DATA_DIR")
+        rows = read_dev(data_dir)
+    except DataMissing as exc:
+        print(f"caveat: {exc}", file=sys.stderr)
+        return 2
+    policy = load_policy(args.policy)
+    try:
+        clf = get_scorer(args.model, backend=args.backend)
+    except ModelUnavailable as exc:
+        print(f"caveat: model unavailable ({exc})", file=sys.stderr)
+        return 2
+    if args.write_thresholds:
+        done = _install_combine(policy.directory, args.model)
+        policy = load_policy(policy.directory)
+        if done:
+            print(f"installed the model's rule-model combination in {done}")
+    if policy.combine.model_version not in (None, clf.version):
+        print(f"caveat: warning: combine.yaml was fitted for {policy.combine.model_version}, scoring with {clf.version}",
+              file=sys.stderr)
+    engine = Engine(policy)
+    print(f"scoring {len(rows)} real-dev posts with {clf.version} ({clf.backend})", file=sys.stderr)
+    raw = clf.predict([engine.model_input(r["text"]) for r in rows], batch_size=64)
+    decisions = [engine.assess(Post("eval", str(i), "eval", "eval", r["text"]), p, model_version=clf.version)
+                 for i, (r, p) in enumerate(zip(rows, raw))]
+    scores = [[d.scores[lab] for lab in LABELS] for d in decisions]
+    rule_actions = [{lab: er.label_action(lab, d.rule_scores[lab], {b: op.value for b, op in policy.thresholds["rules_only"][lab].items()},
+                                          policy.labels[lab].bands) for lab in LABELS} for d in decisions]
+    floor = policy.combine.rule_floor.queue_at_weight
+    floored = [{h.label for h in d.rule_hits if h.active and h.weight >= floor} for d in decisions]
+    report = er.evaluate(rows, scores, policy, floored=floored)
+    print(f"\n== real-dev ({data_dir / 'real-dev'}): operating points chosen on 4 of {er.FOLDS} folds, "
+          f"numbers from the held-out fold ==")
+    _print_real("model + rules, all rows", report["all"])
+    _print_real("model + rules, without borderline rows", report["without_borderline"])
+    _print_real("rules only (rules_only thresholds), all rows", er.metrics(rows, rule_actions))
+    print("\nper source (model + rules, held-out folds):")
+    for source, m in report["per_source"].items():
+        f1 = ", ".join(f"{lab[:5]} {v['f1']:.2f}/{v['support']}" for lab, v in m["per_label"].items() if v["support"])
+        br = f"benign public {m['benign_public_rate']:.3f} of {m['benign_n']}" if m["benign_n"] else "no benign rows"
+        print(f"  {source:24s} n={m['n']:4d}  F1/n: {f1 or '-'};  {br}")
+    if args.write_thresholds:
+        points = {m: {lab: {b: op.model_dump() for b, op in bands.items()} for lab, bands in per.items()}
+                  for m, per in policy.thresholds.items()}
+        chosen = er.choose(scores, [r["label"] for r in rows])
+        eval_set = args.eval_set or f"real-dev ({len(rows)} posts)"
+        rules = {"note": f"lowest with precision>={er.NOTE_PRECISION}, floor {er.NOTE_FLOOR}",
+                 "queue": "best F1, at most the note threshold",
+                 "escalate": f"lowest with precision>={er.ESCALATE_PRECISION}, floor {er.ESCALATE_FLOOR}"}
+        cv = report["all"]
+        points["model"] = {}
+        for lab in LABELS:
+            for band, value in chosen[lab].items():
+                rule = rules[band] if not (lab == "emergency" and band == "queue") else \
+                    f"highest with recall>={er.EMERGENCY_RECALL}, at most the escalate threshold"
+                points["model"].setdefault(lab, {})[band] = {
+                    "value": round(min(1.0, float(value)), 6), "chosen_by": rule, "eval_set": eval_set,
+                    "metrics": {"cv_precision": cv["per_label"][lab]["precision"], "cv_recall": cv["per_label"][lab]["recall"]}}
+        for lab in LABELS:  # every band the policy names needs a rules_only threshold too; a new milder band
+            for band in chosen[lab]:  # starts at the harshest existing one, so it adds nothing until someone tunes it
+                have = points.setdefault("rules_only", {}).setdefault(lab, {})
+                if band not in have:
+                    have[band] = {"value": max((p["value"] for p in have.values()), default=1.0),
+                                  "chosen_by": "same as the harsher band until tuned", "eval_set": eval_set}
+        write_thresholds(policy.directory, points)
+        policy = load_policy(policy.directory)
+        print(f"\nwrote operating points chosen on all of real-dev to {Path(policy.directory) / 'thresholds.yaml'} "
+              f"(policy {policy.version})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    slim = {k: v for k, v in report.items() if k != "actions"}
+    (out / "real-dev.json").write_text(json.dumps({"model_version": clf.version, "policy_version": policy.version,
+                                                   **slim}, indent=2) + "\n", encoding="utf-8")
+    print(f"\nreal-dev report written to {out / 'real-dev.json'}")
+    inhouse = Path(__file__).resolve().parent / "data" / "dev.jsonl"
+    if inhouse.is_file():
+        print("\n== in-house dev set (written for this project; second to real-dev) ==")
+        args.file, args.write_thresholds = str(inhouse), False
+        return main(args)
+    return 0
+
+
 def main(args) -> int:
-    """`caveat eval FILE`."""
+    """`caveat eval [FILE]`."""
+    if not args.file:
+        return main_real(args)
     try:
         rows = read_rows(args.file)
     except (ValueError, FileNotFoundError) as exc:
@@ -141,7 +265,11 @@ def main(args) -> int:
         clf = get_scorer(args.model, backend=args.backend)
         model_version = clf.version
         print(f"scoring with the {clf.backend} backend", file=sys.stderr)
-        systems["model"] = [[p[lab] for lab in LABELS] for p in clf.predict([r["text"] for r in rows], batch_size=64)]
+        raw = clf.predict([engine.model_input(r["text"]) for r in rows], batch_size=64)
+        # The scores Caveat decides on: the model combined with the rules (combine.yaml), as in bot/engine/engine.py.
+        model_decisions = [engine.assess(Post("eval", str(i), "eval", "eval", r["text"]), p, model_version=clf.version)
+                           for i, (r, p) in enumerate(zip(rows, raw))]
+        systems["model"] = [[d.scores[lab] for lab in LABELS] for d in model_decisions]
     except ModelUnavailable as exc:
         print(f"caveat: model unavailable ({exc}); evaluating rules only", file=sys.stderr)
 
@@ -172,6 +300,15 @@ def main(args) -> int:
         _print_table(f"{'model ' + model_version if name == 'model' else 'rules only'} (acts at: "
                      + ", ".join(f"{k} {v:.3f}" for k, v in th.items()) + ")", m)
     if "model" in systems:
+        from classifiers import evaluate_real as er
+        engine = Engine(policy)
+        decided = er.metrics(rows, [engine.assess(Post("eval", str(i), "eval", "eval", r["text"]), p,
+                                                  model_version=model_version).label_actions
+                                    for i, (r, p) in enumerate(zip(rows, raw))])
+        report["decided"] = decided
+        print(f"\nas Caveat decides with the policy thresholds and curated rules (the rule floor not counted): benign public-action rate "
+              f"{decided['benign_public_rate']:.3f}, benign any-action rate {decided['benign_any_rate']:.3f}, "
+              f"emergency recall {decided['emergency_recall_any']:.3f} (escalated {decided['emergency_recall_escalated']:.3f})")
         print("\nF1 gain of the model over rules only: " + ", ".join(
             f"{lab} {report['model']['per_label'][lab]['f1'] - report['rules']['per_label'][lab]['f1']:+.3f}" for lab in LABELS))
         print("\nConfusion (rows: gold, columns: model's top label)")

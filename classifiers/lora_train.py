@@ -1,4 +1,4 @@
-"""Fine-tune the classifier: LoRA adapters on the MiniLM encoder plus a sigmoid head (never imported by the bot).
+"""LoRA fine-tuning on in-house examples: the recipe of models up to caveat-minilm-daa7163f58 (benchmarks/train_sweep.py; `caveat train` now fits on real posts, see classifiers/train.py).
 
 `caveat train` reproduces the shipped artifact: fixed seeds, fixed thread count, deterministic batching.
 """

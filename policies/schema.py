@@ -37,6 +37,9 @@ class Rule(Strict):
     weight: float = Field(ge=0.0, le=1.0)
     note: str | None = None
     topic: str | None = None
+    # A curated, precise rule can insist on at least this action for its label when it hits (not excused by an
+    # exception), whatever the scores: e.g. rapamycin on a fresh wound always gets its caution note.
+    min_action: Action | None = None
 
     @field_validator("terms", "near")
     @classmethod

@@ -9,6 +9,8 @@ How scores combine (the one place this is defined):
   where R is the noisy-or of the label's active rule weights and S the weight of its strongest hit that an
   exception suppressed (a warning, a question). A label with no fitted weights uses the model's probability.
   The score is compared against the `model` thresholds; rules also choose the topic and the caution note.
+- A rule with `min_action` (a few curated, precise rules) raises its label to at least that action when it hits
+  and no exception excuses it.
 - Floor, in every mode: an active rule hit of weight >= `rule_floor.queue_at_weight` puts the post in the
   moderators' queue at least, whatever the scores say (a crisis-rule hit never does nothing).
 - Model failed or timed out (`model_failed=True`): rules-only scores and thresholds, and any post that a
@@ -35,6 +37,7 @@ class Engine:
     def __init__(self, policy: PolicySet):
         self.policy = policy
         self.rules = RuleSet(policy.rules)
+        self._rules_by_id = {r.id: r for r in policy.rules}
 
     def model_input(self, text: str) -> str:
         """The text the model must score for `text`: the rules' normalization (homoglyphs, leetspeak folded)."""
@@ -65,9 +68,12 @@ class Engine:
                 used_thresholds[label][band.threshold] = op.value
                 if action == "none" and scores[label] >= op.value:
                     action = band.action
-            if action != "none":
-                labels.append(label)
             label_actions[label] = action
+        for hit in hits:  # curated rules that insist on a minimum action for their label
+            rule = self._rules_by_id.get(hit.rule_id)
+            if hit.active and rule is not None and rule.min_action:
+                label_actions[hit.label] = at_least(label_actions[hit.label], rule.min_action)
+        labels = [label for label in LABELS if label_actions[label] != "none"]
 
         action = union_all(label_actions.values())
         if mode == "fallback" and any(h.weight > 0 for h in hits):

@@ -19,12 +19,18 @@ def explain(decision, policy: PolicySet) -> str:
     source = {"model": f"model {decision.model_version}", "rules_only": "keyword rules only",
               "fallback": "keyword rules only (the model was unavailable, so matches go to review)"}[mode]
     threshold_mode = "model" if mode == "model" else "rules_only"
+    insisting = {r.id: r for r in policy.rules if r.min_action}
     for label in decision.labels:
         action = decision.label_actions[label]
-        band = next(b for b in policy.labels[label].bands if b.action == action)
-        op = policy.threshold(threshold_mode, label, band.threshold)
-        parts.append(f"{label} scored {decision.scores[label]:.2f}, at or above the {band.threshold} threshold "
-                     f"{op.value:.2f} ({op.chosen_by}, {op.eval_set})")
+        band = next((b for b in policy.labels[label].bands if b.action == action), None)
+        op = policy.threshold(threshold_mode, label, band.threshold) if band else None
+        if op is not None and decision.scores[label] >= op.value:
+            parts.append(f"{label} scored {decision.scores[label]:.2f}, at or above the {band.threshold} threshold "
+                         f"{op.value:.2f} ({op.chosen_by}, {op.eval_set})")
+        else:
+            rules = [h.rule_id for h in decision.rule_hits if h.active and h.label == label and h.rule_id in insisting]
+            parts.append(f"{label} scored {decision.scores[label]:.2f}; rule {', '.join(rules)} requires at least "
+                         f"{_ACTION_TEXT[action]} when it matches")
     text = ("Scored by " + source + ". ") + ("; ".join(parts) + ". " if parts else "No label reached a threshold. ")
     active = [h for h in decision.rule_hits if h.active and h.weight > 0]
     suppressed = [h for h in decision.rule_hits if not h.active and h.weight > 0]
@@ -34,6 +40,11 @@ def explain(decision, policy: PolicySet) -> str:
     if suppressed:
         text += "Rules set aside because the sentence warns, asks or reports: " + ", ".join(
             h.rule_id for h in suppressed) + ". "
+    floor = policy.combine.rule_floor.queue_at_weight
+    strong = [h.rule_id for h in active if h.weight >= floor]
+    if strong:
+        text += (f"Rule {', '.join(strong)} has weight {floor:g} or more, so the post reaches moderator review "
+                 "whatever the scores. ")
     text += f"Outcome: {_ACTION_TEXT[decision.action]}"
     if decision.note:
         text += f", with note '{decision.note.id}'"

@@ -79,3 +79,23 @@ def test_the_model_reads_the_rules_normalized_text(policy):
     assert cyrillic != plain
     assert engine.model_input(cyrillic) == engine.model_input(plain) == engine.model_input(leet)
     assert engine.model_input("\u200bI n\u0336eed help") == engine.model_input("I need help")
+
+
+def test_a_curated_rule_insists_on_its_note_whatever_the_model_says(policy):
+    engine = Engine(policy)
+    risky = "Put the rapa cream right on the fresh surgical wound, it stops the scar"
+    d = engine.assess(post(risky), LOW, model_version="m")
+    assert d.action == "note_and_queue" and d.note.id == "rapa-wounds"
+    assert "rapa-wound requires at least" in d.why
+    warning = engine.assess(post("Don't put rapamycin on a fresh surgical wound, it slows healing"), LOW, model_version="m")
+    assert warning.note is None and warning.action == "none"
+    cyrillic = engine.assess(post(risky.replace("a", "\u0430")), LOW, model_version="m")
+    assert (cyrillic.action, cyrillic.labels, cyrillic.note.id) == (d.action, d.labels, d.note.id)
+
+
+def test_min_action_must_be_a_known_action(policy_dir):
+    rules = policy_dir / "rules.yaml"
+    rules.write_text(rules.read_text().replace("min_action: note_and_queue", "min_action: shout", 1))
+    from policies.loader import PolicyError
+    with pytest.raises(PolicyError, match=r"rules\.yaml:\d+"):
+        load_policy(policy_dir)

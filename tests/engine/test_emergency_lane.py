@@ -26,8 +26,9 @@ def scorer():
 
 
 def _decide(policy, scorer, text: str):
-    scores = scorer.predict([text])[0]
-    return Engine(policy).assess(Post("t", "1", "c", "u", text), scores, model_version=scorer.version)
+    engine = Engine(policy)
+    scores = scorer.predict([engine.model_input(text)])[0]
+    return engine.assess(Post("t", "1", "c", "u", text), scores, model_version=scorer.version)
 
 
 @pytest.mark.parametrize("text", CRISES)
@@ -40,4 +41,6 @@ def test_a_member_in_crisis_gets_help_resources_at_once(policy, scorer, text):
 @pytest.mark.parametrize("text", NOT_CRISES)
 def test_venting_recovery_and_helplines_are_not_escalated(policy, scorer, text):
     decision = _decide(policy, scorer, text)
-    assert decision.action != "escalate" and "emergency" not in decision.labels
+    # No public crisis reply. Low emergency scores may still reach the moderators' urgent queue: that band keeps 90%
+    # emergency recall on real posts (README, "How it does on real posts").
+    assert decision.action != "escalate" and not decision.resources

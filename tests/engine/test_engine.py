@@ -74,6 +74,7 @@ def test_model_scores_decide_stance_when_model_thresholds_exist(policy_dir):
         "note": {"value": 0.8, "chosen_by": "test", "eval_set": "test"},
         "queue": {"value": 0.5, "chosen_by": "test", "eval_set": "test"}}
     thr.write_text(yaml.safe_dump(data))
+    (policy_dir / "combine.yaml").write_text("combine:\n  labels: {}\n")  # no fitted combination: raw model scores
     eng = Engine(load_policy(policy_dir))
     scores = {"emergency": 0.0, "risky_self_treatment": 0.9, "unsupported_claim": 0.0, "promotion": 0.0}
     d = eng.assess(post("Don't put rapamycin on a fresh surgical wound"), scores, model_version="m1")
