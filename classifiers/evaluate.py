@@ -150,7 +150,9 @@ def _print_real(title: str, m: dict) -> None:
           f"benign any-action rate {m['benign_any_rate']:.3f}, emergency recall {m['emergency_recall_any']:.3f} "
           f"(escalated {m['emergency_recall_escalated']:.3f})")
     for label, v in m["per_label"].items():
-        print(f"  {label:22s} P {v['precision']:.3f}  R {v['recall']:.3f}  F1 {v['f1']:.3f}  (n={v['support']})")
+        pub = (f"; public: {v['public_n']} posts, precision {v['public_precision']:.3f}" if v.get("public_n")
+               else "; public: none")
+        print(f"  {label:22s} P {v['precision']:.3f}  R {v['recall']:.3f}  F1 {v['f1']:.3f}  (n={v['support']}{pub})")
 
 
 def main_real(args) -> int:

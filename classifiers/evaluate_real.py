@@ -138,8 +138,11 @@ def metrics(rows: list[dict], actions: list[dict[str, str]]) -> dict:
         fn = sum(1 for r, a in zip(rows, actions) if r["label"] == lab and a[lab] == "none")
         p = tp / (tp + fp) if tp + fp else 0.0
         rc = tp / (tp + fn) if tp + fn else 0.0
+        pub = [r["label"] == lab for r, a in zip(rows, actions) if a[lab] in PUBLIC]
         per[lab] = {"precision": round(p, 4), "recall": round(rc, 4),
-                    "f1": round(2 * p * rc / (p + rc), 4) if p + rc else 0.0, "support": tp + fn}
+                    "f1": round(2 * p * rc / (p + rc), 4) if p + rc else 0.0, "support": tp + fn,
+                    # of the posts that got this label's public note or crisis reply, how many carry the label
+                    "public_n": len(pub), "public_precision": round(sum(pub) / len(pub), 4) if pub else None}
     benign = [a for r, a in zip(rows, actions) if r["label"] == "benign"]
     emerg = [a for r, a in zip(rows, actions) if r["label"] == "emergency"]
     present = [lab for lab in LABELS if per[lab]["support"]]

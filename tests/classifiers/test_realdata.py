@@ -127,3 +127,16 @@ def test_caveat_train_without_data_exits_2_and_names_the_flag(tmp_path):
     assert proc.returncode == 2
     assert "--data-dir" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_cross_validated_metrics_count_public_actions_and_queue_separately(policy):
+    from classifiers.evaluate_real import metrics
+    rows = [{"label": "risky_self_treatment"}, {"label": "benign"}, {"label": "benign"}, {"label": "emergency"}]
+    none = {"emergency": "none", "risky_self_treatment": "none", "unsupported_claim": "none", "promotion": "none"}
+    actions = [dict(none, risky_self_treatment="note_and_queue"), dict(none, risky_self_treatment="note_and_queue"),
+               dict(none, unsupported_claim="queue"), dict(none, emergency="queue")]
+    m = metrics(rows, actions)
+    assert m["benign_public_rate"] == 0.5 and m["benign_any_rate"] == 1.0
+    assert m["emergency_recall_any"] == 1.0 and m["emergency_recall_escalated"] == 0.0
+    assert m["per_label"]["risky_self_treatment"]["public_precision"] == 0.5
+    assert m["per_label"]["promotion"]["public_n"] == 0
