@@ -325,7 +325,7 @@ def main(args) -> int:
         print(f"caveat: {exc}", file=sys.stderr)
         return 2
     print(f"model {result['version']} written to {args.out} in {result['seconds']} s "
-          f"(fine-tuned on {result['rows']} rows, calibrated on {result['calibration_rows']} held-out real posts)")
+          f"(fine-tuned on {result['rows']} rows, calibrated on {result['calibration_rows']} held-out posts)")
     if result["calibration_auc"]:
         print("ROC AUC on the held-out calibration posts: "
               + ", ".join(f"{k} {v:.3f}" for k, v in result["calibration_auc"].items()))
