@@ -191,9 +191,7 @@ def main_real(args) -> int:
     scores = [[d.scores[lab] for lab in LABELS] for d in decisions]
     rule_actions = [{lab: er.label_action(lab, d.rule_scores[lab], {b: op.value for b, op in policy.thresholds["rules_only"][lab].items()},
                                           policy.labels[lab].bands) for lab in LABELS} for d in decisions]
-    floor = policy.combine.rule_floor.queue_at_weight
-    floored = [{h.label for h in d.rule_hits if h.active and h.weight >= floor} for d in decisions]
-    report = er.evaluate(rows, scores, policy, floored=floored)
+    report = er.evaluate(rows, scores, policy, floored=[er.floored_labels(d, policy) for d in decisions])
     print(f"\n== real-dev ({data_dir / 'real-dev'}): operating points chosen on 4 of {er.FOLDS} folds, "
           f"numbers from the held-out fold ==")
     _print_real("model + rules, all rows", report["all"])
@@ -303,12 +301,13 @@ def main(args) -> int:
                      + ", ".join(f"{k} {v:.3f}" for k, v in th.items()) + ")", m)
     if "model" in systems:
         from classifiers import evaluate_real as er
-        engine = Engine(policy)
-        decided = er.metrics(rows, [engine.assess(Post("eval", str(i), "eval", "eval", r["text"]), p,
-                                                  model_version=model_version).label_actions
-                                    for i, (r, p) in enumerate(zip(rows, raw))])
+        if args.write_thresholds:  # the thresholds just changed: decide again under the new policy
+            engine = Engine(policy)
+            model_decisions = [engine.assess(Post("eval", str(i), "eval", "eval", r["text"]), p, model_version=model_version)
+                               for i, (r, p) in enumerate(zip(rows, raw))]
+        decided = er.metrics(rows, [er.decided_actions(d, policy) for d in model_decisions])
         report["decided"] = decided
-        print(f"\nas Caveat decides with the policy thresholds and curated rules (the rule floor not counted): benign public-action rate "
+        print(f"\nas Caveat decides (policy thresholds, rule floor, curated rules): benign public-action rate "
               f"{decided['benign_public_rate']:.3f}, benign any-action rate {decided['benign_any_rate']:.3f}, "
               f"emergency recall {decided['emergency_recall_any']:.3f} (escalated {decided['emergency_recall_escalated']:.3f})")
         print("\nF1 gain of the model over rules only: " + ", ".join(

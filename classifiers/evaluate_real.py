@@ -77,6 +77,21 @@ def label_action(label: str, score: float, points: dict[str, float], bands) -> s
     return "none"
 
 
+def floored_labels(decision, policy) -> set[str]:
+    """Labels that a strong active rule hit sends to the queue whatever the scores (the engine's rule floor)."""
+    floor = policy.combine.rule_floor.queue_at_weight
+    return {h.label for h in decision.rule_hits if h.active and h.weight >= floor}
+
+
+def decided_actions(decision, policy) -> dict[str, str]:
+    """A decision's action per label, with the rule floor's queue counted against the label that caused it."""
+    acts = dict(decision.label_actions)
+    for lab in floored_labels(decision, policy):
+        if acts[lab] == "none":
+            acts[lab] = "queue"
+    return acts
+
+
 def folds_for(rows: list[dict], k: int = FOLDS) -> list[int]:
     """Fold per row: stratified by label, C-SSRS users kept whole, deterministic."""
     def group(r):

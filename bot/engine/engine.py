@@ -4,7 +4,7 @@ How scores combine (the one place this is defined):
 - Rules alone (no model configured): a label's score is 1 - prod(1 - weight) over its active rule hits,
   compared against the `rules_only` thresholds.
 - With the model: a label's score is a learned, calibrated combination of the model and the rules
-  (`combine.yaml`, fitted by `caveat train` on out-of-fold scores of real posts):
+  (`combine.yaml`, fitted by `caveat train` on held-out training posts, mostly real ones):
       score = sigmoid(bias + a * logit(model probability) + b * R + c * S)
   where R is the noisy-or of the label's active rule weights and S the weight of its strongest hit that an
   exception suppressed (a warning, a question). A label with no fitted weights uses the model's probability.
@@ -122,11 +122,7 @@ def _combined(policy: PolicySet, model_scores: dict[str, float], hits: list[Rule
 
 def _rule_scores(hits: list[RuleHit]) -> dict[str, float]:
     """Noisy-or of the weights of active hits, per label."""
-    keep = {label: 1.0 for label in LABELS}
-    for hit in hits:
-        if hit.active and hit.weight > 0:
-            keep[hit.label] *= 1.0 - hit.weight
-    return {label: round(1.0 - keep[label], 6) for label in LABELS}
+    return {label: active for label, (active, _suppressed) in label_rule_features(hits, LABELS).items()}
 
 
 def _choose_note(policy: PolicySet, hits: list[RuleHit], label_actions: dict[str, str]) -> Note | None:

@@ -1,7 +1,7 @@
 """A small fake Discord (gateway websocket + REST) on 127.0.0.1 for driving the unmodified discord.py client.
 
 It keeps a log of every REST request the bot makes (method, path, JSON body, headers) so tests assert on what
-the bot SENT. Facts it relies on are in /work/shared/notes/discord-loopback.md.
+the bot SENT. Facts it relies on are in ../shared/notes/discord-loopback.md.
 """
 from __future__ import annotations
 
