@@ -1,4 +1,5 @@
-"""What members and moderators do in the fake Discord: post, edit, delete, run commands, click, choose, submit."""
+"""What members and moderators do in the fake Discord: post (forum posts too), edit, delete, run commands, click,
+choose, submit. Each event carries the guild of its channel and the actor's member object in that guild."""
 from __future__ import annotations
 
 from fake_entities import MOD_PERMS, Channel, User, now_iso
@@ -9,9 +10,11 @@ class MemberActions:
 
     # -- members' actions --------------------------------------------------------------------------
     def message_payload(self, channel: Channel, author: User, content: str, **extra) -> dict:
-        """A message object in `channel` by `author`."""
-        d = {"id": self.snowflake(), "channel_id": channel.id, "guild_id": self.guild_id, "author": author.payload(),
-             "member": author.member(with_user=False), "content": content, "timestamp": now_iso(),
+        """A message object in `channel` by `author`, with the guild of the channel and the author's member object
+        there (ValueError when the author is not a member of that guild)."""
+        guild_id = channel.guild_id or self.guild_id
+        d = {"id": self.snowflake(), "channel_id": channel.id, "guild_id": guild_id, "author": author.payload(),
+             "member": author.member(with_user=False, guild_id=guild_id), "content": content, "timestamp": now_iso(),
              "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
              "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0, "components": []}
         d.update(extra)
@@ -27,6 +30,29 @@ class MemberActions:
         await self.dispatch("MESSAGE_CREATE", msg)
         return msg
 
+    async def create_forum_post(self, title: str, content: str, *, author: User | None = None,
+                                forum: Channel | None = None, thread_id: str | None = None, **extra) -> dict:
+        """A member opens a post in a forum, as Discord does it: THREAD_CREATE of a new public thread (type 11,
+        parent = the forum, name = title, owner = author, newly_created) then MESSAGE_CREATE of the starter message,
+        whose id is the thread id and whose channel is the thread. Returns the message payload; the thread is
+        `self.channel(msg["channel_id"])` and joins its guild's `threads` (so a later GUILD_CREATE lists it)."""
+        forum, author = forum or self.forum, author or self.member
+        if forum.type != 15:
+            raise ValueError(f"{forum.name} is not a forum channel (type 15)")
+        guild = self.guild_of(forum)
+        if not author.in_guild(guild.id):
+            raise ValueError(f"{author.name} is not a member of guild {guild.id}")
+        thread = Channel(thread_id or self.snowflake(), title, type=11, parent_id=forum.id, guild_id=guild.id,
+                         owner_id=author.id)
+        guild.threads.append(thread)
+        await self.dispatch("THREAD_CREATE", dict(thread.payload(), newly_created=True))
+        msg = self.message_payload(thread, author, content, **extra)
+        msg["id"] = thread.id
+        msg["position"] = 0
+        self.messages[msg["id"]] = msg
+        await self.dispatch("MESSAGE_CREATE", msg)
+        return msg
+
     async def edit_message(self, message: dict, content: str) -> dict:
         """A member edits a message (MESSAGE_UPDATE with the full message)."""
         message = dict(message, content=content, edited_timestamp=now_iso())
@@ -37,20 +63,24 @@ class MemberActions:
     async def delete_message(self, message: dict) -> None:
         """A member deletes a message (MESSAGE_DELETE)."""
         self.messages.pop(message["id"], None)
+        guild_id = message.get("guild_id") or self.guild_of(message["channel_id"]).id
         await self.dispatch("MESSAGE_DELETE", {"id": message["id"], "channel_id": message["channel_id"],
-                                               "guild_id": self.guild_id})
+                                               "guild_id": guild_id})
 
     def _interaction(self, itype: int, data: dict, user: User, channel: Channel, message: dict | None) -> dict:
+        """An interaction in `channel`'s guild: the member object and `permissions` are the user's IN that guild."""
         iid = self.snowflake()
+        guild_id = channel.guild_id or self.guild_id
         payload = {
             "id": iid, "application_id": self.app_id, "type": itype, "token": f"token-{iid}", "version": 1,
-            "data": data, "guild_id": self.guild_id, "channel_id": channel.id, "channel": channel.payload(self.guild_id),
-            "member": dict(user.member(), permissions=str(user.permissions)), "app_permissions": str(MOD_PERMS),
-            "locale": "en-US", "guild_locale": "en-US", "entitlements": [], "attachment_size_limit": 8 * 1024 * 1024,
-            "authorizing_integration_owners": {"0": self.guild_id}, "context": 0}
+            "data": data, "guild_id": guild_id, "channel_id": channel.id, "channel": channel.payload(guild_id),
+            "member": dict(user.member(guild_id=guild_id), permissions=str(user.permissions_in(guild_id))),
+            "app_permissions": str(MOD_PERMS), "locale": "en-US", "guild_locale": "en-US", "entitlements": [],
+            "attachment_size_limit": 8 * 1024 * 1024, "authorizing_integration_owners": {"0": guild_id}, "context": 0}
         if message is not None:
             payload["message"] = message
             self._interaction_messages[iid] = message
+        self._interactions[iid] = payload
         return payload
 
     async def run_slash_command(self, command: str, options: dict | None = None, *, user: User,
@@ -88,5 +118,5 @@ class MemberActions:
         return payload
 
     def _channel(self, channel_id: str) -> Channel:
-        return next(c for c in (self.general, self.mods, self.forum, self.thread) if c.id == channel_id)
+        return self.channel(channel_id)
 

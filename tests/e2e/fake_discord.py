@@ -15,19 +15,28 @@ from aiohttp import WSMsgType, web
 
 from fake_actions import MemberActions
 from fake_entities import (DISCORD_EPOCH_MS, GUILD_MESSAGES, JSON, MEMBER_PERMS, MESSAGE_CONTENT, MOD_PERMS, Channel,
-                           Request, User, now_iso)
+                           Guild, Request, User)
 
-__all__ = ["FakeDiscord", "Channel", "User", "MOD_PERMS", "MEMBER_PERMS"]
+UNKNOWN_CHANNEL = {"message": "Unknown Channel", "code": 10003}
+UNKNOWN_MESSAGE = {"message": "Unknown Message", "code": 10008}
+
+__all__ = ["FakeDiscord", "Channel", "Guild", "User", "MOD_PERMS", "MEMBER_PERMS"]
 
 
 class FakeDiscord(MemberActions):
-    """Gateway and REST API of one guild, served on an ephemeral loopback port."""
+    """Gateway and REST API of two guilds, served on an ephemeral loopback port.
+
+    Guild 1 (`g1`) is also reachable through the flat attributes the first tests used: `guild_id`, `general`, `mods`,
+    `forum`, `thread`, `mod_role`, `oncall_role`, `exempt_role`, members `member`, `other_member`, mods `alice` and
+    `bob`. Guild 2 (`g2`) has its own channels, forum, thread and roles, mod `carol` and member `dave`, who are not
+    members of guild 1. Every channel knows its guild, so events and interactions carry the right guild_id.
+    """
 
     def __init__(self):
         self._ids = itertools.count(1)
         self.guild_id = self.snowflake()
         self.app_id = self.snowflake()
-        self.bot_user = User(self.snowflake(), "Caveat", bot=True)
+        self.bot_user = User(self.snowflake(), "Caveat", bot=True)   # no home guild: a member of every guild
         self.mod_role = self.snowflake()
         self.oncall_role = self.snowflake()
         self.exempt_role = self.snowflake()
@@ -35,10 +44,26 @@ class FakeDiscord(MemberActions):
         self.mods = Channel(self.snowflake(), "moderators")
         self.forum = Channel(self.snowflake(), "ask-the-community", type=15)
         self.thread = Channel(self.snowflake(), "rapa and surgery", type=11, parent_id=self.forum.id)
-        self.member = User(self.snowflake(), "member", roles=[])
-        self.other_member = User(self.snowflake(), "other")
-        self.alice = User(self.snowflake(), "alice-mod", roles=[self.mod_role], permissions=MOD_PERMS)
-        self.bob = User(self.snowflake(), "bob-mod", roles=[self.mod_role], permissions=MOD_PERMS)
+        g1 = self.guild_id
+        self.member = User(self.snowflake(), "member", roles=[], guild_id=g1)
+        self.other_member = User(self.snowflake(), "other", guild_id=g1)
+        self.alice = User(self.snowflake(), "alice-mod", roles=[self.mod_role], permissions=MOD_PERMS, guild_id=g1)
+        self.bob = User(self.snowflake(), "bob-mod", roles=[self.mod_role], permissions=MOD_PERMS, guild_id=g1)
+        self.g1 = Guild(g1, "Health Community", self.general, self.mods, self.forum, self.thread, self.mod_role,
+                        self.oncall_role, self.exempt_role, owner=self.alice,
+                        users=[self.bot_user, self.member, self.other_member, self.alice, self.bob])
+        g2 = self.snowflake()
+        g2_forum = Channel(self.snowflake(), "patient-questions", type=15)
+        g2_mod_role = self.snowflake()
+        # Guild 2's general has the same name as guild 1's on purpose: names are not unique across servers.
+        self.carol = User(self.snowflake(), "carol-mod", roles=[g2_mod_role], permissions=MOD_PERMS, guild_id=g2)
+        self.dave = User(self.snowflake(), "dave", guild_id=g2)
+        self.g2 = Guild(g2, "Rare Disease Circle", Channel(self.snowflake(), "general"),
+                        Channel(self.snowflake(), "mod-team"), g2_forum,
+                        Channel(self.snowflake(), "dosing and side effects", type=11, parent_id=g2_forum.id),
+                        g2_mod_role, self.snowflake(), self.snowflake(), owner=self.carol,
+                        users=[self.bot_user, self.carol, self.dave])
+        self.guilds: list[Guild] = [self.g1, self.g2]
         self.requests: list[Request] = []
         self.unhandled: list[str] = []
         self.messages: dict[str, dict] = {}
@@ -47,11 +72,50 @@ class FakeDiscord(MemberActions):
         self.identify_count = 0
         self._failures: list[tuple[str, re.Pattern, int, float]] = []
         self._interaction_messages: dict[str, dict] = {}
+        self._interactions: dict[str, dict] = {}
         self._changed = asyncio.Condition()
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    # -- guilds, channels, members -----------------------------------------------------------------
+    def guild(self, guild_id: str) -> Guild:
+        """The guild with that id (KeyError when unknown)."""
+        for g in self.guilds:
+            if g.id == str(guild_id):
+                return g
+        raise KeyError(f"unknown guild {guild_id}")
+
+    def channel(self, channel_id: str) -> Channel:
+        """Any channel or thread of any guild by id, forum posts included (KeyError when unknown)."""
+        for g in self.guilds:
+            for c in g.channels + g.threads:
+                if c.id == str(channel_id):
+                    return c
+        raise KeyError(f"unknown channel {channel_id}")
+
+    def guild_of(self, channel: Channel | str) -> Guild:
+        """The guild a channel (or channel id) belongs to."""
+        return self.guild((channel if isinstance(channel, Channel) else self.channel(channel)).guild_id)
+
+    def add_member(self, guild: Guild, user: User, *, roles: list[str] | None = None,
+                   permissions: int = MEMBER_PERMS) -> User:
+        """Make `user` a member of `guild` with those roles and permissions there (before the bot connects, or the
+        next GUILD_CREATE lists them; without the members intent Discord sends no GUILD_MEMBER_ADD)."""
+        if user.guild_id is None and not user.memberships and user is not self.bot_user:
+            user.guild_id, user.roles, user.permissions = guild.id, list(roles or []), permissions
+        elif user.guild_id != guild.id:
+            user.memberships[guild.id] = (list(roles or []), permissions)
+        if user not in guild.users:
+            guild.users.append(user)
+        return user
+
+    def bot_messages(self, channel: Channel | None = None) -> list[dict]:
+        """Messages the bot posted (oldest first) that still exist, in `channel` or everywhere; ephemeral
+        interaction responses are not stored."""
+        return [m for m in self.messages.values() if m["author"]["id"] == self.bot_user.id
+                and (channel is None or m["channel_id"] == channel.id)]
 
     def snowflake(self) -> str:
         """A fresh numeric id with a real timestamp part."""
@@ -116,25 +180,12 @@ class FakeDiscord(MemberActions):
     async def _send_ready(self) -> None:
         self._seq = 0
         await self.dispatch("READY", {
-            "v": 10, "user": self.bot_user.payload(), "guilds": [{"id": self.guild_id, "unavailable": True}],
+            "v": 10, "user": self.bot_user.payload(),
+            "guilds": [{"id": g.id, "unavailable": True} for g in self.guilds],
             "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
             "application": {"id": self.app_id, "flags": 0}, "private_channels": [], "relationships": []})
-        users = [self.bot_user, self.member, self.other_member, self.alice, self.bob]
-        roles = [
-            {"id": self.guild_id, "name": "@everyone", "permissions": str(MEMBER_PERMS), "position": 0, "color": 0},
-            {"id": self.mod_role, "name": "Mods", "permissions": str(MOD_PERMS), "position": 1, "color": 0},
-            {"id": self.oncall_role, "name": "On-call", "permissions": "0", "position": 2, "color": 0},
-            {"id": self.exempt_role, "name": "Clinicians", "permissions": "0", "position": 3, "color": 0}]
-        await self.dispatch("GUILD_CREATE", {
-            "id": self.guild_id, "name": "Health Community", "icon": None, "owner_id": self.alice.id,
-            "roles": roles, "emojis": [], "stickers": [], "features": [], "unavailable": False, "large": False,
-            "members": [u.member() for u in users], "member_count": len(users),
-            "channels": [c.payload(self.guild_id) for c in (self.general, self.mods, self.forum)],
-            "threads": [self.thread.payload(self.guild_id)], "voice_states": [], "presences": [],
-            "stage_instances": [], "guild_scheduled_events": [], "preferred_locale": "en-US",
-            "verification_level": 0, "explicit_content_filter": 0, "default_message_notifications": 0,
-            "mfa_level": 0, "premium_tier": 0, "system_channel_flags": 0, "nsfw_level": 0, "afk_timeout": 300,
-            "joined_at": now_iso()})
+        for guild in self.guilds:
+            await self.dispatch("GUILD_CREATE", guild.create_payload())
 
     # -- REST ----------------------------------------------------------------------------------
     def fail_next(self, method: str, path: str, status: int, retry_after: float = 0.01) -> None:
@@ -184,7 +235,7 @@ class FakeDiscord(MemberActions):
             status, payload = 400, {"message": f"fake handler error: {exc!r}", "code": 50035}
         record.status, record.response = status, payload
         await self._log(record)
-        if status == 404:
+        if status == 404 and payload.get("code") == 0:   # an unknown route, not e.g. Unknown Message
             self.unhandled.append(f"{request.method} {path}")
         if status == 204:
             return web.Response(status=204)
@@ -211,41 +262,68 @@ class FakeDiscord(MemberActions):
             self.commands = [dict(c, id=self.snowflake(), application_id=self.app_id, version="1") for c in body]
             return 200, self.commands
         if method == "POST" and (hit := m(r"/channels/(\d+)/messages", path)):
+            if not self._known_channel(hit[1]):
+                return 404, UNKNOWN_CHANNEL
             return 200, await self._bot_message(hit[1], body)
+        if method == "GET" and (hit := m(r"/channels/(\d+)", path)):
+            return (200, self.channel(hit[1]).payload()) if self._known_channel(hit[1]) else (404, UNKNOWN_CHANNEL)
+        if method == "GET" and (hit := m(r"/channels/(\d+)/messages/(\d+)", path)):
+            msg = self.messages.get(hit[2])
+            if msg is None or msg["channel_id"] != hit[1]:
+                return 404, UNKNOWN_MESSAGE
+            return 200, msg
+        if method == "GET" and (hit := m(r"/guilds/(\d+)", path)):
+            if not any(g.id == hit[1] for g in self.guilds):
+                return 404, {"message": "Unknown Guild", "code": 10004}
+            return 200, self.guild(hit[1]).rest_payload()
+        if method == "GET" and (hit := m(r"/guilds/(\d+)/members/(\d+)", path)):
+            guild = next((g for g in self.guilds if g.id == hit[1]), None)
+            user = guild and next((u for u in guild.users if u.id == hit[2]), None)
+            if user is None:
+                return 404, {"message": "Unknown Member", "code": 10007}
+            return 200, user.member(guild_id=guild.id)
         if method == "PATCH" and (hit := m(r"/channels/(\d+)/messages/(\d+)", path)):
             msg = self.messages.get(hit[2])
             if msg is None:
-                return 404, {"message": "Unknown Message", "code": 10008}
+                return 404, UNKNOWN_MESSAGE
             msg.update({k: v for k, v in body.items() if k in ("content", "embeds", "components")})
             return 200, msg
         if method == "DELETE" and (hit := m(r"/channels/(\d+)/messages/(\d+)", path)):
             msg = self.messages.get(hit[2])
             if msg is None:
-                return 404, {"message": "Unknown Message", "code": 10008}
+                return 404, UNKNOWN_MESSAGE
             asyncio.get_running_loop().create_task(self.delete_message(msg))  # Discord echoes the delete
             return 204, None
         if method == "POST" and (hit := m(r"/interactions/(\d+)/([^/]+)/callback", path)):
             return 200, self._callback(hit[1], body)
         if method == "POST" and (hit := m(r"/webhooks/(\d+)/([^/]+)", path)):
-            return 200, self._ephemeral(body)
+            return 200, self._ephemeral(body, self._interaction_by_token(hit[2]))
         if method == "PATCH" and (hit := m(r"/webhooks/(\d+)/([^/]+)/messages/@original", path)):
-            return 200, self._ephemeral(body)
+            return 200, self._ephemeral(body, self._interaction_by_token(hit[2]))
         return 404, {"message": "404: Not Found", "code": 0}
+
+    def _known_channel(self, channel_id: str) -> bool:
+        return any(c.id == channel_id for g in self.guilds for c in g.channels + g.threads)
+
+    def _interaction_by_token(self, token: str) -> dict | None:
+        return next((i for i in self._interactions.values() if i["token"] == token), None)
 
     async def _bot_message(self, channel_id: str, body: dict) -> dict:
         ref = body.get("message_reference")
-        msg = self.message_payload(self._channel(channel_id), self.bot_user, body.get("content") or "",
+        channel = self.channel(channel_id)
+        msg = self.message_payload(channel, self.bot_user, body.get("content") or "",
                                    embeds=body.get("embeds") or [], components=body.get("components") or [],
                                    type=19 if ref else 0)
         if ref:
-            msg["message_reference"] = dict(ref, channel_id=channel_id, guild_id=self.guild_id)
+            msg["message_reference"] = dict(ref, channel_id=channel_id, guild_id=channel.guild_id)
         self.messages[msg["id"]] = msg
         await self.dispatch("MESSAGE_CREATE", msg)  # like Discord: the bot sees its own message
         return msg
 
-    def _ephemeral(self, body: dict) -> dict:
+    def _ephemeral(self, body: dict, interaction: dict | None) -> dict:
         data = body or {}
-        return self.message_payload(self.general, self.bot_user, data.get("content") or "",
+        channel = self.channel(interaction["channel_id"]) if interaction else self.general
+        return self.message_payload(channel, self.bot_user, data.get("content") or "",
                                     embeds=data.get("embeds") or [], components=data.get("components") or [], flags=64)
 
     def _callback(self, interaction_id: str, body: dict) -> dict:
@@ -258,7 +336,7 @@ class FakeDiscord(MemberActions):
             msg.update({k: v for k, v in data.items() if k in ("content", "embeds", "components")})
             out["resource"] = {"type": rtype, "message": msg}
         elif rtype in (4, 7):
-            msg = self._ephemeral(body.get("data"))
+            msg = self._ephemeral(body.get("data"), self._interactions.get(interaction_id))
             out["interaction"]["response_message_id"] = msg["id"]
             out["resource"] = {"type": rtype, "message": msg}
         return out
