@@ -10,7 +10,7 @@ import sys
 
 from bot.engine import Decision, Engine, Post
 from classifiers.jsonl import read_text_rows
-from policies.loader import PolicyError, PolicySet, load_policy
+from policies.loader import PolicyError, PolicySet, load_policy, warn_once
 from policies.schema import LABELS
 
 EXIT_USAGE = 2
@@ -22,7 +22,9 @@ def _fail(message: str, code: int = EXIT_USAGE) -> int:
 
 
 def _policy(args) -> PolicySet:
-    return load_policy(getattr(args, "policy", None))
+    policy = load_policy(getattr(args, "policy", None))
+    warn_once(policy)  # withdrawn or soon-expiring notes, once, on stderr
+    return policy
 
 
 def _scorer(args):
@@ -130,15 +132,18 @@ def cmd_check(args) -> int:
 
 
 def cmd_policy_validate(args) -> int:
-    """Validate a policy directory; exit 2 with file:line errors."""
+    """Validate a policy directory; exit 2 with file:line errors, 1 with --strict when a note expired or expires soon."""
     try:
         p = load_policy(args.dir)
     except PolicyError as exc:
         for issue in exc.issues:
             print(str(issue), file=sys.stderr)
         return EXIT_USAGE
-    print(f"ok: {p.directory}: {len(p.rules)} rules, {len(p.notes)} notes, policy version {p.version}")
-    return 0
+    for warning in p.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    withdrawn = f" ({len(p.withdrawn_notes)} more withdrawn)" if p.withdrawn_notes else ""
+    print(f"ok: {p.directory}: {len(p.rules)} rules, {len(p.notes)} notes{withdrawn}, policy version {p.version}")
+    return 1 if args.strict and p.warnings else 0
 
 
 def cmd_replay(args) -> int:
@@ -237,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
     v = pol_sub.add_parser("validate", help="validate a policy directory")
     v.add_argument("dir", nargs="?", help="policy directory (default: the shipped policies)")
+    v.add_argument("--strict", action="store_true",
+                   help="exit 1 if any note is withdrawn or expires within 30 days (for CI)")
     v.set_defaults(func=cmd_policy_validate)
 
     e = sub.add_parser("export-feedback", help="write moderator outcomes as labeled JSON lines")

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, TextIO
+from urllib.parse import urlsplit
 
 import re2
 import yaml
@@ -19,6 +22,8 @@ from policies.schema import (
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent
 CITABLE = {"cite", "cite-with-care"}
+EXPIRY_WARNING_DAYS = 30
+log = logging.getLogger("caveat.policy")
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,27 @@ class PolicySet:
     labels: Mapping[str, LabelPolicy]
     rules: tuple[Rule, ...]
     thresholds: Mapping[str, Mapping[str, Mapping[str, OperatingPoint]]]
-    notes: Mapping[str, Note]
+    notes: Mapping[str, Note]  # usable notes only; pick one with `note()`, which also withholds any expired since load
     community: CommunitySettings
     files: tuple[str, ...] = field(default=())
     combine: Combine = field(default_factory=Combine)
+    # Notes past review_by on `as_of` (id -> review_by): they stay in the files and validate, but are never shown.
+    withdrawn_notes: Mapping[str, date] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: tuple[str, ...] = ()
+    as_of: date = field(default_factory=date.today)
+
+    def withdrawn(self, note_id: str) -> date | None:
+        """The review_by date of `note_id` if it is withdrawn (at load, or since: a bot runs for weeks), else None."""
+        if note_id in self.withdrawn_notes:
+            return self.withdrawn_notes[note_id]
+        note = self.notes.get(note_id)
+        return note.review_by if note is not None and note.review_by < max(self.as_of, date.today()) else None
+
+    def note(self, note_id: str | None) -> Note | None:
+        """The note a member may be shown: None when `note_id` is unknown or withdrawn."""
+        if not note_id or self.withdrawn(note_id):
+            return None
+        return self.notes.get(note_id)
 
     def threshold(self, mode: str, label: str, band: str) -> OperatingPoint | None:
         """The operating point for `label`/`band` in `mode` ('model' or 'rules_only')."""
@@ -149,13 +171,52 @@ def _resolve_citation(ref: Any, note_topic: str, library: dict, doc: _Doc, loc: 
         issues.append(PolicyIssue(doc.rel, doc.line(*loc),
                                   f"citation '{ref.ref}' is cite-with-care: add a caveat saying the limits of the evidence"))
         return None
+    link = _readable_link(entry)
+    if link is None:
+        issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"citation '{ref.ref}' has no page a member can read "
+                                  "(its URL is missing, not https or a JSON API, and it has no PMID or DOI)"))
+        return None
     year = str(entry.get("year") or "")
     year = year[:4] if year[:4].isdigit() else ("current label" if year.startswith("current label") else "")
+    source = str(entry.get("journal_or_publisher", ""))
+    # An unverified title is never shown as if it were the exact title: describe the source from verified fields.
+    title = str(entry["title"]).strip() if verified.get("title") else _description(entry, source, year)
     return Citation(
-        ref=ref.ref, title=str(entry["title"]).strip(), source=str(entry.get("journal_or_publisher", "")),
-        year=year, pmid=entry.get("pmid"), doi=entry.get("doi"), url=entry.get("url"),
+        ref=ref.ref, title=title, source=source, year=year, pmid=entry.get("pmid"), doi=entry.get("doi"), url=link,
         caveat=ref.caveat,
     )
+
+
+def is_json_api(url: str) -> bool:
+    """Does `url` point at a machine API (api.* host, eutils, .json, format=json) rather than a page?"""
+    parts = urlsplit(url)
+    host, query = (parts.hostname or "").lower(), parts.query.lower()
+    return (host.startswith("api.") or "eutils" in host or parts.path.lower().endswith(".json")
+            or any(k in query for k in ("format=json", "retmode=json", "rettype=json")))
+
+
+def _readable_link(entry: dict) -> str | None:
+    """The page a member can open: the library's https URL unless it is an API, else PubMed or doi.org from a verified id."""
+    url = str(entry.get("url") or "")
+    if url.startswith("https://") and not is_json_api(url):
+        return url
+    if entry.get("pmid"):
+        return f"https://pubmed.ncbi.nlm.nih.gov/{entry['pmid']}/"
+    if entry.get("doi"):
+        return f"https://doi.org/{entry['doi']}"
+    return None
+
+
+def _description(entry: dict, source: str, year: str) -> str:
+    """A plain description of a source whose exact title is unverified, e.g. 'Journal article in GeroScience (2023)'."""
+    if entry.get("pmid") or entry.get("doi"):
+        kind = "Journal article in"
+    elif year == "current label":
+        kind = "Drug label from"
+    else:
+        kind = "Page from"
+    text = f"{kind} {source}" + (f" ({year})" if year else "")
+    return text.translate({ord(q): None for q in "\"'\u2018\u2019\u201c\u201d"})
 
 
 def load_policy(directory: str | os.PathLike | None = None, *, today: date | None = None) -> PolicySet:
@@ -188,6 +249,8 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
 
     # Notes first: rules and labels refer to them.
     notes: dict[str, Note] = {}
+    withdrawn: dict[str, date] = {}
+    warnings: list[str] = []
     if not note_files:
         issues.append(PolicyIssue("notes/", 0, "no caution notes found"))
     for rel in note_files:
@@ -202,16 +265,27 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
             src = _validate(NoteSource, raw, nd, ("notes", i), issues)
             if src is None:
                 continue
-            if src.id in notes:
+            if src.id in notes or src.id in withdrawn:
                 issues.append(PolicyIssue(rel, nd.line("notes", i, "id"), f"duplicate note id '{src.id}'"))
-            if src.review_by < today:
-                issues.append(PolicyIssue(rel, nd.line("notes", i, "review_by"),
-                                          f"note '{src.id}' is past its review_by date {src.review_by}"))
             cites = [_resolve_citation(c, src.topic, library, nd, ("notes", i, "citations", j), issues)
                      for j, c in enumerate(src.citations)]
-            if all(cites):
-                notes[src.id] = Note(id=src.id, topic=src.topic, title=src.title, text=src.text.strip(),
-                                     citations=tuple(cites), reviewed_on=src.reviewed_on, review_by=src.review_by)
+            if not all(cites):
+                continue
+            # A note past review_by is withdrawn, not an error: the rest of the policy (the crisis lane above all)
+            # must keep running on the day a note expires.
+            where = f"{_shown_path(root / rel)}:{nd.line('notes', i, 'review_by')}"
+            days = (src.review_by - today).days
+            if days < 0:
+                withdrawn[src.id] = src.review_by
+                warnings.append(f"note '{src.id}' passed its review_by date {src.review_by} and is withdrawn: "
+                                f"no member will be shown it until it is reviewed ({where})")
+                continue
+            if days <= EXPIRY_WARNING_DAYS:
+                when = "today" if days == 0 else f"in {days} day{'s' if days != 1 else ''}"
+                warnings.append(f"note '{src.id}' expires {when} (review_by {src.review_by}): review it and move "
+                                f"review_by forward, or it will be withdrawn ({where})")
+            notes[src.id] = Note(id=src.id, topic=src.topic, title=src.title, text=src.text.strip(),
+                                 citations=tuple(cites), reviewed_on=src.reviewed_on, review_by=src.review_by)
 
     labels: dict[str, LabelPolicy] = {}
     if policy_doc:
@@ -224,7 +298,7 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
             lp = _validate(LabelPolicy, raw, policy_doc, ("labels", name), issues)
             if lp is None:
                 continue
-            if lp.default_note and lp.default_note not in notes:
+            if lp.default_note and lp.default_note not in notes and lp.default_note not in withdrawn:
                 issues.append(PolicyIssue(policy_doc.rel, policy_doc.line("labels", name, "default_note"),
                                           f"label '{name}' names unknown note '{lp.default_note}'"))
             labels[name] = lp
@@ -253,7 +327,7 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
             if not rule.terms and not rule.patterns:
                 issues.append(PolicyIssue(rules_doc.rel, rules_doc.line("rules", i),
                                           f"rule '{rule.id}' needs terms or patterns"))
-            if rule.note and rule.note not in notes:
+            if rule.note and rule.note not in notes and rule.note not in withdrawn:
                 issues.append(PolicyIssue(rules_doc.rel, rules_doc.line("rules", i, "note"),
                                           f"rule '{rule.id}' names unknown note '{rule.note}'"))
             for key in ("patterns", "exceptions"):
@@ -313,8 +387,36 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
                                      for m, per in thresholds.items()}),
         notes=MappingProxyType(notes), community=community,
         files=tuple(f for f in files if f != "combine.yaml" or (root / f).is_file()) + tuple(note_files),
-        combine=combine,
+        combine=combine, withdrawn_notes=MappingProxyType(withdrawn), warnings=tuple(warnings), as_of=today,
     )
+
+
+def _shown_path(path: Path) -> str:
+    """`path` as a person at this shell would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+_warned: set[tuple] = set()
+
+
+def warn_once(policy: PolicySet, file: TextIO | None = None) -> None:
+    """Print each policy warning to stderr (and log the note ids) once per process for this policy and day."""
+    key = (policy.directory, policy.version, policy.as_of, policy.warnings)
+    if not policy.warnings or key in _warned:
+        return
+    _warned.add(key)
+    out = file or sys.stderr
+    for warning in policy.warnings:
+        print(f"caveat: policy warning: {warning}", file=out)
+    if policy.withdrawn_notes:
+        log.warning("notes withdrawn, past review_by: %s", ", ".join(sorted(policy.withdrawn_notes)))
+    expiring = sorted(n.id for n in policy.notes.values()
+                      if (n.review_by - policy.as_of).days <= EXPIRY_WARNING_DAYS)
+    if expiring:
+        log.warning("notes expiring within %d days: %s", EXPIRY_WARNING_DAYS, ", ".join(expiring))
 
 
 class PolicyHolder:
@@ -326,4 +428,5 @@ class PolicyHolder:
     def reload(self, directory: str | os.PathLike | None = None) -> PolicySet:
         """Load again from `directory` (default: the current one); keep the old set on error."""
         self.current = load_policy(directory or self.current.directory)
+        warn_once(self.current)
         return self.current

@@ -80,6 +80,35 @@ def test_policy_validate_ok_and_errors(policy_dir, capsys):
     assert "rules.yaml:" in err and "weight" in err
 
 
+def _expire_rapa_wounds(policy_dir) -> None:
+    """Move the wound-healing note's review_by into the past (it is the first note in rapamycin.yaml)."""
+    path = policy_dir / "notes" / "rapamycin.yaml"
+    path.write_text(path.read_text().replace("review_by: 2027-05-22", "review_by: 2026-01-01", 1))
+
+
+def test_policy_validate_warns_loudly_about_an_expired_note_and_strict_fails(policy_dir, capsys):
+    _expire_rapa_wounds(policy_dir)
+    assert main(["policy", "validate", str(policy_dir)]) == 0
+    out, err = capsys.readouterr()
+    assert "ok:" in out and "(1 more withdrawn)" in out
+    assert "warning: note 'rapa-wounds' passed its review_by date 2026-01-01 and is withdrawn" in err
+    assert "notes/rapamycin.yaml:" in err
+    assert main(["policy", "validate", "--strict", str(policy_dir)]) == 1
+
+
+def test_check_after_a_note_expired_queues_instead_of_noting_and_says_why(policy_dir, capsys):
+    _expire_rapa_wounds(policy_dir)
+    assert main(["--policy", str(policy_dir), "check", "--rules-only", RISKY]) == 0
+    out, err = capsys.readouterr()
+    assert "Action:  queue" in out and "Note:" not in out
+    assert "Note 'rapa-wounds' was withdrawn (past its review date 2026-01-01)" in out
+    assert err.count("passed its review_by date") == 1
+    assert main(["--policy", str(policy_dir), "check", "--rules-only", "I want to kill myself tonight"]) == 0
+    out, err = capsys.readouterr()
+    assert "Action:  escalate" in out and "Crisis resources:" in out
+    assert "passed its review_by date" not in err  # warned once per process, not per command
+
+
 def test_replay_discord_export_stores_shadow_cases(tmp_path, capsys):
     export = {
         "guild": {"id": "1", "name": "Longevity"}, "channel": {"id": "42", "name": "general"},

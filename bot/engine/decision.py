@@ -51,6 +51,8 @@ class Decision:
     policy_version: str
     topic: str | None = None
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The note this decision would have shown had it not passed its review_by date (it shows none).
+    withdrawn_note: str | None = None
 
     @property
     def note_id(self) -> str | None:
@@ -75,4 +77,5 @@ class Decision:
             "note_id": self.note_id, "topic": self.topic, "why": self.why, "mode": self.mode,
             "model_version": self.model_version, "policy_version": self.policy_version,
             "thresholds": self.thresholds,
+            **({"withdrawn_note": self.withdrawn_note} if self.withdrawn_note else {}),
         }

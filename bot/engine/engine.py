@@ -13,6 +13,8 @@ How scores combine (the one place this is defined):
   and no exception excuses it.
 - Floor, in every mode: an active rule hit of weight >= `rule_floor.queue_at_weight` puts the post in the
   moderators' queue at least, whatever the scores say (a crisis-rule hit never does nothing).
+- A chosen note past its review_by date is withdrawn (`PolicySet.note` gives None): no public note is shown,
+  `note` and `note_and_queue` become `queue`, and `why` says so. The emergency lane never depends on notes.
 - Model failed or timed out (`model_failed=True`): rules-only scores and thresholds, and any post that a
   weighted rule matched (even a suppressed hit) is queued at least, so a human looks at it.
 """
@@ -82,7 +84,11 @@ class Engine:
         if any(h.active and h.weight >= floor for h in hits):
             action = at_least(action, "queue")
 
-        note = _choose_note(policy, hits, label_actions) if has_note(action) else None
+        note_id = _choose_note(policy, hits, label_actions) if has_note(action) else None
+        note = policy.note(note_id)
+        withdrawn = note_id if note_id and note is None else None
+        if withdrawn:  # an unreviewed note is never shown: the post goes to the moderators instead
+            action = "queue"
         resources = ()
         if action == "escalate":
             crisis = policy.community.crisis_resources
@@ -94,14 +100,19 @@ class Engine:
             model_scores=dict(model_scores) if model_scores is not None else None, rule_scores=rule_scores,
             label_actions=label_actions, rule_hits=tuple(hits), note=note, resources=tuple(resources), why="",
             mode=mode, model_version=model_version if use_model or model_failed else RULES_VERSION,
-            policy_version=policy.version, topic=topic, thresholds=used_thresholds,
+            policy_version=policy.version, topic=topic, thresholds=used_thresholds, withdrawn_note=withdrawn,
         )
         return _with_why(decision, policy)
 
 
 def _with_why(decision: Decision, policy: PolicySet) -> Decision:
     from dataclasses import replace
-    return replace(decision, why=explain(decision, policy))
+    why = explain(decision, policy)
+    if decision.withdrawn_note:
+        why += (f" Note '{decision.withdrawn_note}' was withdrawn (past its review date "
+                f"{policy.withdrawn(decision.withdrawn_note)}), so no public note is shown and the post goes to "
+                "moderator review instead.")
+    return replace(decision, why=why)
 
 
 def _combined(policy: PolicySet, model_scores: dict[str, float], hits: list[RuleHit]) -> dict[str, float]:
@@ -125,22 +136,22 @@ def _rule_scores(hits: list[RuleHit]) -> dict[str, float]:
     return {label: active for label, (active, _suppressed) in label_rule_features(hits, LABELS).items()}
 
 
-def _choose_note(policy: PolicySet, hits: list[RuleHit], label_actions: dict[str, str]) -> Note | None:
-    """The most specific note: a hit on a noted label, then any hit with a note, then the label's default.
+def _choose_note(policy: PolicySet, hits: list[RuleHit], label_actions: dict[str, str]) -> str | None:
+    """The id of the most specific note: a hit on a noted label, then any hit with a note, then the label's default.
 
     Suppressed hits count here: an exception judges stance, and when the model has judged stance the
-    rule's topic is still the best guide to which evidence applies.
+    rule's topic is still the best guide to which evidence applies. The id may name a withdrawn note: the caller
+    asks `policy.note()`, and a withdrawn choice is not swapped for a vaguer note.
     """
     noted = [lab for lab in LABELS if has_note(label_actions[lab])]
     with_note = [h for h in hits if h.note]
     for pool in ([h for h in with_note if h.label in noted], with_note):
         if pool:
-            best = max(pool, key=lambda h: h.weight)  # max keeps the first (policy order) on ties
-            return policy.notes[best.note]
+            return max(pool, key=lambda h: h.weight).note  # max keeps the first (policy order) on ties
     for label in noted:
         default = policy.labels[label].default_note
         if default:
-            return policy.notes[default]
+            return default
     return None
 
 

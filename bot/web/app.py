@@ -15,7 +15,7 @@ from bot.pipeline import Pipeline
 from bot.storage import Store, default_db_path
 from bot.web import auth, cases, reports, sandbox, thresholds
 from bot.web.keys import AUTH, PIPELINE, POLICY_DIR, STORE
-from policies.loader import PolicySet, load_policy
+from policies.loader import PolicySet, load_policy, warn_once
 
 log = logging.getLogger("caveat.web")
 SECRET_ENV = "CAVEAT_WEB_SECRET"
@@ -138,6 +138,7 @@ def main(args) -> int:
         print(f"caveat: {problem}", file=sys.stderr)
         return 2
     policy = load_policy(getattr(args, "policy", None))
+    warn_once(policy)
     scorer = _load_scorer(args)
     try:
         return asyncio.run(serve(args, policy, scorer))

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from aiohttp import web
 
 from bot.web import queries
-from bot.web.keys import STORE
+from bot.web.keys import PIPELINE, STORE
 from bot.web.render import render
 from policies.schema import LABELS
 
@@ -101,4 +101,5 @@ async def stats_page(request: web.Request) -> web.Response:
                       and entry["dismiss_rate"] >= NOISY_RATE})
     return await render(request, "stats.html", stats=stats, chart=_per_day_chart(stats["cases_per_day"]),
                         outcomes=outcomes, top_outcome=top_outcome, rules=rules, colors=COLORS,
-                        labels_by_count=sorted(stats["cases_by_label"].items(), key=lambda kv: -kv[1]))
+                        labels_by_count=sorted(stats["cases_by_label"].items(), key=lambda kv: -kv[1]),
+                        policy_warnings=request.app[PIPELINE].policy.warnings)

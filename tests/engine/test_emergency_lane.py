@@ -1,9 +1,12 @@
 """The emergency lane with the shipped model and thresholds: crises escalate, ordinary health venting does not."""
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from bot.engine import Engine, Post
+from policies.loader import load_policy
 
 CRISES = [
     "i've written the notes and the pills are in my hand. sorry everyone, i'm done tonight",
@@ -36,6 +39,14 @@ def test_a_member_in_crisis_gets_help_resources_at_once(policy, scorer, text):
     decision = _decide(policy, scorer, text)
     assert decision.action == "escalate" and "emergency" in decision.labels
     assert decision.resources  # the community's crisis lines go in the reply
+
+
+@pytest.mark.parametrize("text", CRISES)
+def test_the_crisis_lane_runs_when_every_caution_note_has_expired(scorer, text):
+    policy = load_policy(today=date(2027, 6, 1))  # every shipped note is past review_by
+    assert not policy.notes
+    decision = _decide(policy, scorer, text)
+    assert decision.action == "escalate" and decision.resources
 
 
 @pytest.mark.parametrize("text", NOT_CRISES)

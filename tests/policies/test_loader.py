@@ -6,7 +6,7 @@ from datetime import date
 import pytest
 import yaml
 
-from policies.loader import PolicyError, PolicyHolder, load_policy
+from policies.loader import PolicyError, PolicyHolder, load_policy, warn_once
 
 
 def test_shipped_policy_loads_with_a_content_hash_version(policy):
@@ -28,6 +28,12 @@ def _edit(path, old, new):
     text = path.read_text()
     assert old in text, f"fixture text not found: {old!r}"
     path.write_text(text.replace(old, new, 1))
+
+
+def _line_of_nth(path, needle, n):
+    """Line number of the n-th line (1-based) containing `needle`."""
+    hits = [i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line]
+    return hits[n - 1]
 
 
 def _line_of(path, needle):
@@ -58,6 +64,8 @@ CASES = [
      "brewer-2008-sirolimus-derm-surgery", "cite-with-care: add a caveat"),
     ("notes/general.yaml", "      - ref: fda-besaferx\n", "      - ref: made-up-2024\n", "made-up-2024",
      "not in the evidence library"),
+    ("notes/general.yaml", "      - ref: fda-besaferx\n", "      - ref: propecia-label-fda\n", "propecia-label-fda",
+     "has no page a member can read"),
     ("notes/hair.yaml", "    title: Exosome injections and serums", "    title: [unclosed", "title: [unclosed",
      "YAML syntax error"),
     ("policy.yaml", "    default_note: unsupported-claim", "    default_note: nope", "default_note: nope",
@@ -77,10 +85,51 @@ def test_each_mistake_is_reported_with_file_and_line(policy_dir, rel, old, new, 
     assert any(abs(i.line - expected_line) <= 1 for i in matching), f"expected line {expected_line}: {err.value}"
 
 
-def test_note_past_review_date_is_rejected(policy_dir):
-    with pytest.raises(PolicyError) as err:
-        load_policy(policy_dir, today=date(2030, 1, 1))
-    assert "past its review_by date" in str(err.value)
+def test_a_note_past_review_by_is_withdrawn_and_the_policy_still_loads(policy_dir):
+    policy = load_policy(policy_dir, today=date(2027, 6, 1))  # every shipped note has review_by 2027-05-22
+    assert "exosomes" not in policy.notes and policy.withdrawn_notes["exosomes"] == date(2027, 5, 22)
+    assert policy.note("exosomes") is None
+    line = _line_of_nth(policy_dir / "notes" / "hair.yaml", "review_by:", 1)
+    assert (f"note 'exosomes' passed its review_by date 2027-05-22 and is withdrawn: no member will be shown it "
+            f"until it is reviewed (") in " ".join(policy.warnings)
+    assert any(w.startswith("note 'exosomes'") and w.endswith(f"notes/hair.yaml:{line})") for w in policy.warnings)
+    assert len(policy.warnings) == len(policy.withdrawn_notes)
+    # Rules and labels that name a withdrawn note still validate: the note exists, it is only withdrawn.
+    assert any(r.note == "exosomes" for r in policy.rules) and policy.labels["promotion"].default_note == "buying-online"
+
+
+def test_only_the_expired_note_is_withdrawn(policy_dir):
+    _edit(policy_dir / "notes" / "hair.yaml", "review_by: 2027-05-22", "review_by: 2026-12-01")  # exosomes
+    policy = load_policy(policy_dir, today=date(2026, 12, 7))
+    assert list(policy.withdrawn_notes) == ["exosomes"] and len(policy.warnings) == 1
+    assert policy.note("rapa-wounds") is policy.notes["rapa-wounds"]
+
+
+@pytest.mark.parametrize("today,expected", [
+    (date(2027, 4, 21), None), (date(2027, 4, 22), "expires in 30 days"), (date(2027, 5, 21), "expires in 1 day"),
+    (date(2027, 5, 22), "expires today"),
+])
+def test_a_note_close_to_review_by_warns_but_is_shown(policy_dir, today, expected):
+    policy = load_policy(policy_dir, today=today)
+    assert policy.note("exosomes") is not None and not policy.withdrawn_notes
+    if expected is None:
+        assert policy.warnings == ()
+    else:
+        assert any(w.startswith(f"note 'exosomes' {expected} (review_by 2027-05-22)") for w in policy.warnings)
+
+
+def test_unknown_note_is_none(policy):
+    assert policy.note("no-such-note") is None and policy.note(None) is None
+
+
+def test_warnings_are_printed_once_and_logged_with_note_ids_only(policy_dir, capsys, caplog):
+    policy = load_policy(policy_dir, today=date(2027, 6, 1))
+    warn_once(policy)
+    warn_once(policy)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(policy.warnings) and all("withdrawn" in line for line in err)
+    [record] = [r for r in caplog.records if r.name == "caveat.policy"]
+    assert record.getMessage().startswith("notes withdrawn, past review_by: buying-online, exosomes")
 
 
 def test_note_longer_than_600_characters_is_rejected(policy_dir):
@@ -117,5 +166,29 @@ def test_notes_show_only_verified_identifiers(policy):
             entry = entries[c.ref]
             assert entry["verified"]["ids"] is True
             assert entry["bot_use"] in ("cite", "cite-with-care")
-            assert (c.pmid, c.doi, c.url) == (entry["pmid"], entry["doi"], entry["url"])
-            assert c.title == entry["title"].strip()
+            assert (c.pmid, c.doi) == (entry["pmid"], entry["doi"])
+            assert c.url in (entry["url"], f"https://pubmed.ncbi.nlm.nih.gov/{entry['pmid']}/", f"https://doi.org/{entry['doi']}")
+            assert c.title == entry["title"].strip() or not entry["verified"]["title"]
+
+
+def _library_edit(policy_dir, ref, **fields):
+    """Change one evidence-library entry in the policy copy."""
+    path = policy_dir / "evidence" / "citations.yaml"
+    lib = yaml.safe_load(path.read_text())
+    next(e for e in lib if e["id"] == ref).update(fields)
+    path.write_text(yaml.safe_dump(lib, sort_keys=False))
+
+
+def test_a_json_api_url_is_replaced_by_the_pubmed_page_of_its_verified_pmid(policy_dir):
+    _library_edit(policy_dir, "suzuki-2023-mtorc1-hair-follicle",
+                  url="https://eutils.ncbi.nlm.nih.gov/entrez/eutils/esummary.fcgi?db=pubmed&id=37212043&retmode=json")
+    [suzuki] = [c for c in load_policy(policy_dir).notes["rapa-hair"].citations if c.ref.startswith("suzuki")]
+    assert suzuki.url == suzuki.link == "https://pubmed.ncbi.nlm.nih.gov/37212043/"
+
+
+def test_an_unverified_title_is_shown_as_a_plain_description(policy_dir):
+    _library_edit(policy_dir, "gao-2018-mtori-lam-meta", title="unverified exact title (a meta-analysis)",
+                  verified={"title": False, "ids": True})
+    [gao] = [c for c in load_policy(policy_dir).notes["rapa-oral-side-effects"].citations if c.ref.startswith("gao")]
+    assert gao.title == "Journal article in Orphanet Journal of Rare Diseases (2018)"
+    assert gao.doi == "10.1186/s13023-018-0874-7" and gao.url == "https://pmc.ncbi.nlm.nih.gov/articles/PMC6092843"
