@@ -1,7 +1,8 @@
 """The one path every adapter (Discord, web sandbox, replay) takes: assess, store, then say what to post.
 
-Order matters: the post and the decision are stored before anything public happens, and a public reply is
-reserved in storage before it is sent, so processing the same post twice never sends a second note.
+Order matters: the model scores the post first (outside any transaction); then ONE transaction stores the
+post, the decision, its case, and reserves the public reply together with the cooldown it uses. Processing
+the same post twice, or many posts at once, therefore never sends a second note or breaks a cooldown.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
+from bot.community import CommunityConfig, is_shadow, load_config
 from bot.engine import Decision, Engine, Post
 from bot.engine.actions import has_note, has_queue
 from bot.storage import Store
@@ -39,6 +41,9 @@ class Outcome:
     note_blocked: str | None = None   # why a note was not sent (shadow mode, cooldown, already sent)
     duplicate: bool = False
     shadow: bool = False
+    replayed: bool = False
+    cooldown_id: int | None = None    # the cooldown reserved with the note (released if posting fails)
+    community_id: str = ""
 
 
 class Pipeline:
@@ -53,6 +58,10 @@ class Pipeline:
         """Switch to a new (already validated) PolicySet."""
         self.policy = policy
         self.engine = Engine(policy)
+
+    async def config(self, community_id: str) -> CommunityConfig:
+        """The settings in force for a community."""
+        return await load_config(self.store, self.policy, community_id)
 
     async def decide(self, post: Post, scores: dict[str, float] | None = None) -> Decision:
         """Assess without storing anything (dry runs: `/caveat test`, `caveat check`).
@@ -70,104 +79,135 @@ class Pipeline:
             return self.engine.assess(post, model_version=self.scorer.version, model_failed=True)
         return self.engine.assess(post, scores, model_version=self.scorer.version)
 
-    async def is_shadow(self, post: Post) -> bool:
-        """Shadow mode for this post's channel: the channel override, else the community default."""
-        value = await self.store.get_setting(f"channel:{post.channel_id}", "shadow_mode")
-        return self.policy.community.shadow_mode if value is None else bool(value)
+    async def _prepare(self, post: Post, parents: tuple[str, ...], shadow: bool | None) -> tuple[Post, bool]:
+        """The community's locale on the post, and shadow mode from the channel, its parents, or the community."""
+        config = await self.config(post.community_id)
+        if post.locale is None:
+            post = replace(post, locale=config.locale)
+        if shadow is None:
+            shadow = await is_shadow(self.store, config, (post.channel_id, *parents))
+        return post, shadow
 
-    async def handle(self, post: Post, *, shadow: bool | None = None, now: datetime | None = None,
+    async def handle(self, post: Post, *, shadow: bool | None = None, replayed: bool = False,
+                     parents: tuple[str, ...] = (), now: datetime | None = None,
                      scores: dict[str, float] | None = None) -> Outcome:
-        """Process a new post once; a repeat of the same message returns the stored outcome and no reply."""
-        post_id, new = await self.store.upsert_post(post, now=now)
-        if not new:
-            existing = await self.store.latest_decision(post_id)
-            if existing is not None:
-                return Outcome(post_id, existing["id"], None, duplicate=True)
-        shadow = await self.is_shadow(post) if shadow is None else shadow
-        decision = await self.decide(post, scores)
-        return await self._record(post, post_id, decision, shadow=shadow, now=now)
+        """Process a new post once; a repeat of the same message returns the stored outcome and no reply.
 
-    async def handle_edit(self, post: Post, *, now: datetime | None = None) -> Outcome | None:
+        `replayed`: a post from history (`caveat replay`): its case is a replay case and no reply is reserved.
+        `parents`: the channel ids a thread inherits settings from (its parent channel or forum).
+        """
+        stored = await self.store.post_by_message(post.platform, post.message_id)
+        if stored is not None:
+            existing = await self.store.latest_decision(stored["id"])
+            if existing is not None:
+                return Outcome(stored["id"], existing["id"], None, duplicate=True, community_id=post.community_id)
+        post, shadow = await self._prepare(post, parents, shadow if not replayed else True)
+        decision = await self.decide(post, scores)
+        async with self.store.transaction():
+            post_id, new = await self.store.upsert_post(post, now=now)
+            if not new:
+                existing = await self.store.latest_decision(post_id)
+                if existing is not None:  # another task stored it while this one was scoring
+                    return Outcome(post_id, existing["id"], None, duplicate=True, community_id=post.community_id)
+            return await self._record(post, post_id, decision, shadow=shadow, replayed=replayed, now=now)
+
+    async def handle_edit(self, post: Post, *, parents: tuple[str, ...] = (),
+                          now: datetime | None = None) -> Outcome | None:
         """Re-assess an edited post: the case follows the new decision; a second note is never sent."""
         stored = await self.store.post_by_message(post.platform, post.message_id)
         if stored is None:
-            return await self.handle(post, now=now)
+            return await self.handle(post, parents=parents, now=now)
         if stored["deleted_at"] or stored["purged_at"]:
             return None
-        await self.store.edit_post(stored["id"], post.text, now=now)
+        post, shadow = await self._prepare(post, parents, None)
         decision = await self.decide(post)
-        shadow = await self.is_shadow(post)
-        outcome = await self._record(post, stored["id"], decision, shadow=shadow, now=now, edited=True)
-        await self.store.audit("caveat", "reassessed_edit", post_id=stored["id"], decision_id=outcome.decision_id,
-                               detail={"action": decision.action}, now=now)
+        async with self.store.transaction():
+            await self.store.edit_post(stored["id"], post.text, now=now)
+            outcome = await self._record(post, stored["id"], decision, shadow=shadow, now=now, edited=True)
+            await self.store.audit("caveat", "reassessed_edit", community=post.community_id, post_id=stored["id"],
+                                   decision_id=outcome.decision_id, detail={"action": decision.action}, now=now)
         return outcome
 
     async def handle_delete(self, platform: str, message_id: str, *, now: datetime | None = None) -> int | None:
         """The member deleted the post: purge its text and close its cases."""
         return await self.store.delete_post(platform, message_id, now=now)
 
-    async def _record(self, post: Post, post_id: int, decision: Decision, *, shadow: bool,
-                      now: datetime | None, edited: bool = False) -> Outcome:
-        store = self.store
-        decision_id = await store.save_decision(post_id, decision, shadow=shadow, now=now)
-        await store.audit("caveat", "decision", post_id=post_id, decision_id=decision_id,
+    async def _record(self, post: Post, post_id: int, decision: Decision, *, shadow: bool, now: datetime | None,
+                      edited: bool = False, replayed: bool = False) -> Outcome:
+        """Inside the post's transaction: decision, audit, case, and the reply with its cooldown."""
+        store, community = self.store, post.community_id
+        decision_id = await store.save_decision(post_id, decision, community=community, shadow=shadow or replayed,
+                                                now=now)
+        await store.audit("caveat", "decision", community=community, post_id=post_id, decision_id=decision_id,
                           detail={"action": decision.action, "labels": list(decision.labels), "mode": decision.mode,
-                                  "shadow": shadow, "model_version": decision.model_version,
+                                  "shadow": shadow, "replayed": replayed, "model_version": decision.model_version,
                                   "policy_version": decision.policy_version}, now=now)
         case_id = None
         # A queued action opens a case; shadow mode records what would have happened; an edit updates its case.
-        if decision.action != "none" and (has_queue(decision.action) or shadow or
+        if decision.action != "none" and (has_queue(decision.action) or shadow or replayed or
                                           (edited and await store.has_open_case(post_id))):
-            kind = "shadow" if shadow and decision.action != "escalate" else "flag"
+            if replayed:
+                kind = "replay"
+            else:
+                kind = "shadow" if shadow and decision.action != "escalate" else "flag"
             case_id = await store.open_case(post_id, decision_id, decision, channel_id=post.channel_id,
-                                            community_id=post.community_id, kind=kind, now=now)
-            await store.audit("caveat", "case_opened", case_id=case_id, post_id=post_id, decision_id=decision_id,
-                              now=now)
-        reply, blocked = None, None
-        if decision.action == "escalate":
+                                            community_id=community, kind=kind, now=now)
+            await store.audit("caveat", "case_opened", community=community, case_id=case_id, post_id=post_id,
+                              decision_id=decision_id, detail={"kind": kind}, now=now)
+        reply, blocked, cooldown_id = None, None, None
+        if replayed:
+            blocked = "replayed history: nothing is posted"
+        elif decision.action == "escalate":
             # The emergency lane ignores shadow mode and cooldowns: a member in crisis always gets resources.
             if await store.claim_reply(post_id, "resources", now=now):
                 reply = "resources"
         elif has_note(decision.action):
-            reply, blocked = await self._note_gate(post, post_id, decision, shadow=shadow, now=now)
+            reply, blocked, cooldown_id = await self._note_gate(post, post_id, decision, shadow=shadow, now=now)
             if blocked:
-                await store.audit("caveat", "note_withheld", post_id=post_id, decision_id=decision_id,
-                                  detail={"reason": blocked}, now=now)
-        return Outcome(post_id, decision_id, decision, case_id, reply, blocked, shadow=shadow)
+                await store.audit("caveat", "note_withheld", community=community, post_id=post_id,
+                                  decision_id=decision_id, detail={"reason": blocked}, now=now)
+        return Outcome(post_id, decision_id, decision, case_id, reply, blocked, shadow=shadow, replayed=replayed,
+                       cooldown_id=cooldown_id, community_id=community)
 
     async def _note_gate(self, post: Post, post_id: int, decision: Decision, *, shadow: bool,
-                         now: datetime | None) -> tuple[str | None, str | None]:
-        """May a public note go out? Shadow mode, an earlier note for this post, and cooldowns say no."""
+                         now: datetime | None) -> tuple[str | None, str | None, int | None]:
+        """May a public note go out? Shadow mode, an earlier note and cooldowns say no; yes reserves both the
+        reply and the cooldown in the caller's transaction."""
         if shadow:
-            return None, "shadow mode"
+            return None, "shadow mode", None
         if "note" in await self.store.replies(post_id):
-            return None, "a note was already sent for this post"
+            return None, "a note was already sent for this post", None
         cd = self.policy.community.cooldowns
+        topic = decision.topic or decision.note_id or "general"
         allowed, reason = await self.store.note_allowed(
-            post.channel_id, post.author_id, decision.topic or decision.note_id or "general",
+            post.community_id, post.channel_id, post.author_id, topic,
             per_user_topic_hours=cd.per_user_topic_hours, per_channel_notes=cd.per_channel_notes,
             per_channel_window_minutes=cd.per_channel_window_minutes, now=now)
         if not allowed:
-            return None, reason
+            return None, reason, None
         if not await self.store.claim_reply(post_id, "note", now=now):
-            return None, "a note was already sent for this post"
-        return "note", None
+            return None, "a note was already sent for this post", None
+        cooldown_id = await self.store.record_note(post.community_id, post.channel_id, post.author_id, topic, now=now)
+        return "note", None, cooldown_id
 
     async def reply_sent(self, post: Post, outcome: Outcome, message_id: str | None, *,
                          now: datetime | None = None) -> None:
-        """The adapter posted the reply: remember its id and count it against cooldowns."""
-        await self.store.set_reply_message(outcome.post_id, outcome.reply, message_id)
-        if outcome.reply == "note" and outcome.decision is not None:
-            d = outcome.decision
-            await self.store.record_note(post.channel_id, post.author_id, d.topic or d.note_id or "general", now=now)
-        await self.store.audit("caveat", f"{outcome.reply}_sent", post_id=outcome.post_id,
-                               decision_id=outcome.decision_id, detail={"message_id": message_id}, now=now)
+        """The adapter posted the reply: remember its id (the cooldown was reserved with it)."""
+        async with self.store.transaction():
+            await self.store.set_reply_message(outcome.post_id, outcome.reply, message_id)
+            await self.store.audit("caveat", f"{outcome.reply}_sent", community=post.community_id,
+                                   post_id=outcome.post_id, decision_id=outcome.decision_id,
+                                   detail={"message_id": message_id}, now=now)
 
     async def reply_failed(self, outcome: Outcome, error: str, *, now: datetime | None = None) -> None:
-        """Posting the reply failed: release the reservation so a retry can send it, and audit the failure."""
-        await self.store.release_reply(outcome.post_id, outcome.reply)
-        await self.store.audit("caveat", f"{outcome.reply}_failed", post_id=outcome.post_id,
-                               decision_id=outcome.decision_id, detail={"error": error}, now=now)
+        """Posting the reply failed: release the reply and its cooldown so a retry can send it; audit why."""
+        async with self.store.transaction():
+            await self.store.release_reply(outcome.post_id, outcome.reply)
+            if outcome.cooldown_id is not None:
+                await self.store.release_note(outcome.cooldown_id)
+            await self.store.audit("caveat", f"{outcome.reply}_failed", community=outcome.community_id,
+                                   post_id=outcome.post_id, decision_id=outcome.decision_id,
+                                   detail={"error": error}, now=now)
 
 
 def replace_text(post: Post, text: str) -> Post:

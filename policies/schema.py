@@ -117,7 +117,7 @@ class Cooldowns(Strict):
 class CommunitySettings(Strict):
     """Defaults for a community; per-guild and per-channel overrides live in storage."""
 
-    shadow_mode: bool = False
+    shadow_mode: bool = True
     cooldowns: Cooldowns = Cooldowns()
     exempt_roles: tuple[str, ...] = ()
     exempt_channels: tuple[str, ...] = ()

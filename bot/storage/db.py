@@ -31,7 +31,8 @@ async def open_db(path: str | os.PathLike) -> aiosqlite.Connection:
     path = Path(path)
     if str(path) != ":memory:":
         path.parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(path)
+    # Autocommit mode: Store.transaction() issues BEGIN IMMEDIATE / COMMIT itself, nothing is implicit.
+    conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA foreign_keys=ON")

@@ -14,6 +14,14 @@ class PrivacyMixin:
 
     async def _redact_post_rows(self, where: str, args: tuple, *, mark: str, now: datetime | None) -> list[int]:
         """Blank the text of matching posts and every copy of it in their decisions and feedback."""
+        async with self.transaction():
+            ids = await self._redact_in_tx(where, args, mark=mark, now=now)
+        if ids:
+            # Old page versions in the write-ahead log still hold the text until a checkpoint.
+            await self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ids
+
+    async def _redact_in_tx(self, where: str, args: tuple, *, mark: str, now: datetime | None) -> list[int]:
         rows = await self._all(f"SELECT id FROM posts WHERE {where}", args)
         ids = [r["id"] for r in rows]
         at = iso(now)
@@ -29,36 +37,40 @@ class PrivacyMixin:
                 await self.conn.execute("UPDATE decisions SET detail=? WHERE id=?", (json.dumps(detail), drow["id"]))
             await self.conn.execute(
                 "UPDATE feedback SET reason=NULL WHERE decision_id IN (SELECT id FROM decisions WHERE post_id=?)", (post_id,))
-        await self._commit()
-        if ids:
-            # Old page versions in the write-ahead log still hold the text until a checkpoint.
-            await self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ids
 
     async def delete_post(self, platform: str, message_id: str, *, actor: str = "platform",
                           now: datetime | None = None) -> int | None:
         """The member deleted a post: purge its text and close its open cases. Returns the post id."""
-        ids = await self._redact_post_rows("platform=? AND message_id=?", (platform, message_id),
-                                           mark="deleted_at", now=now)
-        if not ids:
-            return None
-        post_id = ids[0]
         at = iso(now)
-        open_cases = await self._all("SELECT id FROM cases WHERE post_id=? AND status != 'resolved'", (post_id,))
-        await self.conn.execute(
-            "UPDATE cases SET status='resolved', resolution='deleted', resolved_by=?, resolved_at=?, updated_at=?"
-            " WHERE post_id=? AND status != 'resolved'", (actor, at, at, post_id))
-        await self._commit()
-        await self.audit(actor, "post_deleted", post_id=post_id,
-                         detail={"closed_cases": [r["id"] for r in open_cases]}, now=now)
+        async with self.transaction():
+            ids = await self._redact_in_tx("platform=? AND message_id=?", (platform, message_id),
+                                           mark="deleted_at", now=now)
+            if not ids:
+                return None
+            post_id = ids[0]
+            community = (await self._one("SELECT community_id FROM posts WHERE id=?", (post_id,)))["community_id"]
+            open_cases = await self._all("SELECT id FROM cases WHERE post_id=? AND status != 'resolved'", (post_id,))
+            await self.conn.execute(
+                "UPDATE cases SET status='resolved', resolution='deleted', resolved_by=?, resolved_at=?, updated_at=?"
+                " WHERE post_id=? AND status != 'resolved'", (actor, at, at, post_id))
+            await self.audit(actor, "post_deleted", community=community, post_id=post_id,
+                             detail={"closed_cases": [r["id"] for r in open_cases]}, now=now)
+        await self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return post_id
 
-    async def forget_user(self, author_id: str, *, actor: str | None = None, now: datetime | None = None) -> int:
-        """Remove a member's text everywhere (posts, decisions, their feedback reasons); returns posts purged."""
-        ids = await self._redact_post_rows("author_id=?", (author_id,), mark="purged_at", now=now)
-        await self.conn.execute("UPDATE feedback SET reason=NULL WHERE user_id=?", (author_id,))
-        await self._commit()
-        await self.audit(actor or "member", "forget_me", detail={"posts_purged": len(ids)}, now=now)
+    async def forget_user(self, author_id: str, *, community: str, actor: str | None = None,
+                          now: datetime | None = None) -> int:
+        """Remove a member's text from one community (posts, decisions, their feedback reasons); returns posts purged."""
+        async with self.transaction():
+            ids = await self._redact_in_tx("author_id=? AND community_id=?", (author_id, community),
+                                           mark="purged_at", now=now)
+            await self.conn.execute(
+                "UPDATE feedback SET reason=NULL WHERE user_id=? AND decision_id IN (SELECT d.id FROM decisions d"
+                " JOIN posts p ON p.id = d.post_id WHERE p.community_id=?)", (author_id, community))
+            await self.audit(actor or "member", "forget_me", community=community, detail={"posts_purged": len(ids)},
+                             now=now)
+        await self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return len(ids)
 
     async def purge_retention(self, days: int, *, now: datetime | None = None) -> int:
@@ -66,12 +78,13 @@ class PrivacyMixin:
         cutoff = iso((now or utcnow()) - timedelta(days=days))
         ids = await self._redact_post_rows("created_at < ? AND purged_at IS NULL AND text IS NOT NULL", (cutoff,),
                                            mark="purged_at", now=now)
-        await self.conn.execute("DELETE FROM cooldowns WHERE at < ?", (cutoff,))
-        await self._commit()
+        await self._write("DELETE FROM cooldowns WHERE at < ?", (cutoff,))
         if ids:
-            await self.audit("retention", "purge", detail={"posts_purged": len(ids), "days": days}, now=now)
+            await self.audit("retention", "purge", community="", detail={"posts_purged": len(ids), "days": days},
+                             now=now)
         return len(ids)
 
-    async def daily_counts(self) -> list[dict]:
-        """Anonymized decision counts per day, label and action (kept after purges)."""
-        return [dict(r) for r in await self._all("SELECT * FROM daily_counts ORDER BY day, label, action")]
+    async def daily_counts(self, *, community: str) -> list[dict]:
+        """Anonymized decision counts of one community per day, label and action (kept after purges)."""
+        return [dict(r) for r in await self._all("SELECT day, label, action, count FROM daily_counts"
+                                                 " WHERE community_id=? ORDER BY day, label, action", (community,))]

@@ -30,4 +30,4 @@ async def test_batch_rolls_back_on_error_and_the_store_keeps_working(store):
             raise RuntimeError("disk full")
     assert (await store._one("SELECT count(*) AS n FROM posts"))["n"] == 0
     post_id, new = await store.upsert_post(_post(1))
-    assert new and (await store.post(post_id))["text"] == "post number 1"
+    assert new and (await store.post(post_id, community=""))["text"] == "post number 1"
