@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("export", help="DiscordChatExporter JSON export or JSON lines with id and text")
     r.add_argument("--db", help="database file (default: $CAVEAT_DB or the user data directory)")
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    r.add_argument("--community", help="the Discord server id the history belongs to (default: the export's guild;"
+                                       " 'replay' for JSON lines)")
     model_opts(r)
     r.set_defaults(func=cmd_replay)
 

@@ -5,22 +5,23 @@ import asyncio
 import logging
 import os
 import sys
-from dataclasses import dataclass
 
 import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cases import CaseService
+from bot.community import CommunityConfig
 from bot.pipeline import Pipeline
 from bot.storage import Store, default_db_path
-from policies.loader import PolicyError, PolicyHolder, load_policy
+from policies.loader import PolicyError, PolicyHolder, load_policy, warn_once
 
 log = logging.getLogger("caveat.discord")
 
 EXIT_USAGE = 2
 # Loaded by name in setup_hook; a failing extension stops the start instead of being skipped silently.
-EXTENSIONS = ("bot.cogs.listeners", "bot.cogs.review", "bot.cogs.commands")
+EXTENSIONS = ("bot.cogs.listeners", "bot.cogs.review", "bot.cogs.outbox", "bot.cogs.commands")
 
 
 def caveat_intents() -> discord.Intents:
@@ -44,41 +45,26 @@ def invite_url(application_id: int) -> str:
                                    scopes=("bot", "applications.commands"))
 
 
-def _snowflake(name: str) -> int | None:
-    """An optional numeric id from the environment; a clear error names the variable when it is not one."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit():
-        raise ValueError(f"{name} must be a numeric Discord id (enable Developer Mode, right-click, Copy ID); got {raw!r}")
-    return int(raw)
-
-
-@dataclass(frozen=True)
-class BotConfig:
-    """Where moderator-facing messages go: the moderators' channel and the on-call role."""
-
-    mod_channel_id: int | None = None
-    oncall_role_id: int | None = None
-
-    @classmethod
-    def from_env(cls) -> "BotConfig":
-        """Read CAVEAT_MOD_CHANNEL_ID and CAVEAT_ONCALL_ROLE_ID; raises ValueError on a malformed id."""
-        return cls(_snowflake("CAVEAT_MOD_CHANNEL_ID"), _snowflake("CAVEAT_ONCALL_ROLE_ID"))
+DASHBOARD_URL_ENV = "CAVEAT_DASHBOARD_URL"
+RETIRED_ENV = ("CAVEAT_MOD_CHANNEL_ID", "CAVEAT_ONCALL_ROLE_ID")
 
 
 class CaveatBot(commands.Bot):
     """The Discord side of Caveat: receives storage, policies and the scorer; cogs do the work."""
 
-    def __init__(self, *, store: Store, policies: PolicyHolder, config: BotConfig, scorer=None,
-                 sync_commands: bool = True, **options):
+    def __init__(self, *, store: Store, policies: PolicyHolder, scorer=None, sync_commands: bool = True,
+                 dashboard_url: str | None = None, outbox_seconds: float = 2.0, realert_check_seconds: float = 30.0,
+                 **options):
         super().__init__(command_prefix=commands.when_mentioned, intents=caveat_intents(), help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(), **options)
         self.store = store
         self.policies = policies
-        self.config = config
         self.scorer = scorer
         self.pipeline = Pipeline(store, policies.current, scorer)
+        self.cases = CaseService(store, lambda: self.policies.current)
+        self.dashboard_url = (dashboard_url or "").rstrip("/") or None
+        self.outbox_seconds = outbox_seconds
+        self.realert_check_seconds = realert_check_seconds
         self.sync_commands = sync_commands
         self.tree.on_error = self._on_app_command_error
 
@@ -103,12 +89,22 @@ class CaveatBot(commands.Bot):
     async def on_message(self, message: discord.Message) -> None:
         """Caveat has no prefix commands: members' posts are handled by the listeners cog only."""
 
-    def mod_channel(self) -> discord.abc.Messageable | None:
-        """The moderators' channel, or None when CAVEAT_MOD_CHANNEL_ID is not set."""
-        cid = self.config.mod_channel_id
-        if cid is None:
+    async def community_config(self, guild_id) -> CommunityConfig:
+        """This server's settings (moderators' channel, on-call role, locale, shadow mode...)."""
+        return await self.pipeline.config(str(guild_id))
+
+    async def mod_channel(self, guild_id) -> discord.abc.Messageable | None:
+        """This server's moderators' channel, or None until `/caveat setup` sets one.
+
+        A channel id that does not belong to this server is never used: cards of one server cannot leak
+        into another's channel."""
+        config = await self.community_config(guild_id)
+        if config.mod_channel_id is None:
             return None
-        return self.get_channel(cid) or self.get_partial_messageable(cid)
+        channel = self.get_channel(int(config.mod_channel_id))
+        if channel is None or getattr(getattr(channel, "guild", None), "id", None) != int(guild_id):
+            return None
+        return channel
 
     async def _on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
         # Permission refusals are answered by the cog's error handler; anything else is a bug worth a log line.
@@ -135,11 +131,11 @@ def _load_scorer(args):
         return None
 
 
-async def _serve(token: str, args, config: BotConfig, holder: PolicyHolder, scorer) -> int:
+async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
     store = await Store.open(getattr(args, "db", None) or default_db_path())
     try:
-        bot = CaveatBot(store=store, policies=holder, config=config, scorer=scorer,
-                        sync_commands=not getattr(args, "no_sync", False))
+        bot = CaveatBot(store=store, policies=holder, scorer=scorer, sync_commands=not getattr(args, "no_sync", False),
+                        dashboard_url=os.environ.get(DASHBOARD_URL_ENV))
         async with bot:
             await bot.start(token)
     except discord.LoginFailure:
@@ -167,14 +163,10 @@ def main(args) -> int:
         print("caveat: DISCORD_TOKEN is not set; create a bot token in the Discord developer portal and export"
               " DISCORD_TOKEN=... (see docs/discord.md)", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        config = BotConfig.from_env()
-    except ValueError as exc:
-        print(f"caveat: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if config.mod_channel_id is None:
-        print("caveat: warning: CAVEAT_MOD_CHANNEL_ID is not set; case cards and emergency alerts will not be posted",
-              file=sys.stderr)
+    for name in RETIRED_ENV:
+        if os.environ.get(name):
+            print(f"caveat: warning: {name} is no longer read; each server sets its moderators' channel and on-call"
+                  " role with /caveat setup (docs/discord.md)", file=sys.stderr)
     try:
         holder = PolicyHolder(load_policy(getattr(args, "policy", None)))
     except PolicyError as exc:
@@ -182,8 +174,9 @@ def main(args) -> int:
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
         return EXIT_USAGE
+    warn_once(holder.current)
     scorer = _load_scorer(args)
     try:
-        return asyncio.run(_serve(token, args, config, holder, scorer))
+        return asyncio.run(_serve(token, args, holder, scorer))
     except KeyboardInterrupt:
         return 130

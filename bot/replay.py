@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -14,8 +15,17 @@ from bot.storage import Store, default_db_path
 from policies.schema import LABELS
 
 
-def load_export(path: str) -> list[Post]:
-    """Posts from a DiscordChatExporter JSON export or JSON lines; raises ValueError naming file and line."""
+def load_export(path: str, community: str | None = None) -> list[Post]:
+    """Posts from a DiscordChatExporter JSON export or JSON lines; raises ValueError naming file and line.
+
+    `community`: the server the history belongs to (default: the export's guild id, or 'replay')."""
+    posts = _load(path)
+    if community is not None:
+        return [replace(p, community_id=community) for p in posts]
+    return [p if p.community_id else replace(p, community_id="replay") for p in posts]
+
+
+def _load(path: str) -> list[Post]:
     raw = Path(path).read_text(encoding="utf-8")
     stripped = raw.lstrip()
     if stripped.startswith("{") and '"messages"' in raw[:100_000]:
@@ -61,7 +71,7 @@ def _time(value) -> datetime | None:
 async def replay(args, policy, scorer) -> int:
     """Run every post of the export through the pipeline in shadow mode and print a summary table."""
     try:
-        posts = load_export(args.export)
+        posts = load_export(args.export, getattr(args, "community", None))
     except ValueError as exc:
         print(f"caveat: {exc}", file=sys.stderr)
         return 2
@@ -75,7 +85,7 @@ async def replay(args, policy, scorer) -> int:
             async for chunk, scores in _scored_chunks(posts, scorer, CHUNK, pipeline.engine.model_input):
                 async with store.batch():  # one transaction per chunk; a rerun skips what was stored
                     for post, post_scores in zip(chunk, scores):
-                        outcome = await pipeline.handle(post, shadow=True, scores=post_scores)
+                        outcome = await pipeline.handle(post, replayed=True, scores=post_scores)
                         if outcome.duplicate:
                             duplicates += 1
                             continue
@@ -88,7 +98,10 @@ async def replay(args, policy, scorer) -> int:
         if scorer:
             await scorer.close()
     print(summary_table(table, len(posts), duplicates))
-    print(f"\nDecisions stored as shadow cases in {args.db or default_db_path()}")
+    communities = ", ".join(sorted({p.community_id for p in posts})) or "none"
+    print(f"\nDecisions stored as replayed cases (community {communities}) in {args.db or default_db_path()}."
+          " Nothing was posted; the queue hides them unless asked ('include replayed history'), and"
+          " `/caveat clear-replayed` or the dashboard closes them all.")
     return 0
 
 

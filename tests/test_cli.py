@@ -109,7 +109,7 @@ def test_check_after_a_note_expired_queues_instead_of_noting_and_says_why(policy
     assert "passed its review_by date" not in err  # warned once per process, not per command
 
 
-def test_replay_discord_export_stores_shadow_cases(tmp_path, capsys):
+def test_replay_discord_export_stores_replayed_cases_and_posts_nothing(tmp_path, capsys):
     export = {
         "guild": {"id": "1", "name": "Longevity"}, "channel": {"id": "42", "name": "general"},
         "messages": [
@@ -136,11 +136,13 @@ def test_replay_discord_export_stores_shadow_cases(tmp_path, capsys):
     async def cases():
         s = await Store.open(db)
         try:
-            return await s.cases(status=None)
+            return (await s.cases(community="1", status=None), await s.cases(community="1", include_replayed=True),
+                    await s._all("SELECT * FROM replies"))
         finally:
             await s.close()
-    got = asyncio.run(cases())
-    assert len(got) == 1 and got[0]["kind"] == "shadow"
+    live, replayed, replies = asyncio.run(cases())
+    assert live == [] and replies == []  # the queue hides history unless asked; no reply was ever claimed
+    assert len(replayed) == 1 and replayed[0]["kind"] == "replay"
 
 
 def test_replay_bad_export_names_the_line(tmp_path, capsys):

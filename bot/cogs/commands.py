@@ -18,11 +18,13 @@ from discord.ext import commands
 from bot.cogs import render
 from bot.cogs.review import NO_PINGS
 from bot.engine import Post
+from bot.community import SettingError, set_channel_shadow, update_config
 from bot.storage import CaseNotFound
 from policies.loader import PolicyError
 
 log = logging.getLogger("caveat.commands")
 PAGE = 10
+LINK_MINUTES = 15
 MOD_PERMS = discord.Permissions(manage_messages=True)
 mod_only = app_commands.checks.has_permissions(manage_messages=True)
 
@@ -60,7 +62,7 @@ class QueuePageButton(discord.ui.DynamicItem[discord.ui.Button], template=r"cave
             await interaction.response.send_message("Only moderators (Manage Messages) can see the queue.", ephemeral=True)
             return
         page = self.page + (1 if self.direction == "next" else -1)
-        embed, view = await interaction.client.get_cog("Commands").queue_page(self.sort, page)
+        embed, view = await interaction.client.get_cog("Commands").queue_page(str(interaction.guild_id), self.sort, page)
         await interaction.response.edit_message(embed=embed, view=view)
 
 
@@ -86,17 +88,18 @@ class Commands(commands.Cog):
     async def cog_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError):
         """Answer permission refusals in private instead of failing silently."""
         if isinstance(error, app_commands.MissingPermissions):
-            await self.store.audit(str(interaction.user.id), "command_refused",
+            await self.store.audit(str(interaction.user.id), "command_refused", community=str(interaction.guild_id or ""),
                                    detail={"command": interaction.command.qualified_name if interaction.command else None})
             await interaction.response.send_message(
                 "This command is for moderators: it needs the Manage Messages permission.", ephemeral=True)
 
-    async def queue_page(self, sort: str, page: int) -> tuple[discord.Embed, discord.ui.View]:
-        """The embed and navigation buttons for one page of open cases."""
-        total = await self.store.count_cases()
+    async def queue_page(self, community: str, sort: str, page: int) -> tuple[discord.Embed, discord.ui.View]:
+        """The embed and navigation buttons for one page of this server's open cases (replayed ones hidden)."""
+        total = await self.store.count_cases(community=community)
         pages = max(1, -(-total // PAGE))
         page = min(max(1, page), pages)
-        cases = await self.store.cases(status="open", sort=sort, limit=PAGE, offset=(page - 1) * PAGE)
+        cases = await self.store.cases(community=community, status="open", sort=sort, limit=PAGE,
+                                       offset=(page - 1) * PAGE)
         view = discord.ui.View(timeout=None)
         view.add_item(QueuePageButton(sort, page, "prev", disabled=page <= 1))
         view.add_item(QueuePageButton(sort, page, "next", disabled=page >= pages))
@@ -107,7 +110,7 @@ class Commands(commands.Cog):
     async def queue(self, interaction: discord.Interaction, sort: Literal["severity", "oldest"] = "severity",
                     page: app_commands.Range[int, 1] = 1):
         """List open cases, paginated."""
-        embed, view = await self.queue_page(sort, page)
+        embed, view = await self.queue_page(str(interaction.guild_id), sort, page)
         await interaction.response.send_message(embed=embed, view=view, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @caveat.command(name="case", description="Show one case with its explanation")
@@ -115,9 +118,9 @@ class Commands(commands.Cog):
     async def case(self, interaction: discord.Interaction, case_id: int):
         """Show a case card privately."""
         try:
-            case = await self.store.case(case_id)
+            case = await self.store.case(case_id, community=str(interaction.guild_id))
         except CaseNotFound:
-            await interaction.response.send_message(f"No case #{case_id}.", ephemeral=True)
+            await interaction.response.send_message(f"No case #{case_id} in this server.", ephemeral=True)
             return
         embed = render.case_embed(case, self.bot.policy)
         why = (case.get("detail") or {}).get("why")
@@ -147,14 +150,14 @@ class Commands(commands.Cog):
             new = await asyncio.to_thread(self.bot.policies.reload)
         except PolicyError as exc:
             issues = "\n".join(str(i) for i in exc.issues[:15])
-            await self.store.audit(str(interaction.user.id), "policy_reload_refused",
+            await self.store.audit(str(interaction.user.id), "policy_reload_refused", community=str(interaction.guild_id),
                                    detail={"issues": len(exc.issues), "kept": old})
             await interaction.response.send_message(
                 f"Policy NOT reloaded; still using `{old}`. Problems:\n```\n{render.clip(issues, 1700)}\n```",
                 ephemeral=True)
             return
         self.bot.pipeline.set_policy(new)
-        await self.store.audit(str(interaction.user.id), "policy_reload", detail={"from": old, "to": new.version})
+        await self.store.audit(str(interaction.user.id), "policy_reload", community=str(interaction.guild_id), detail={"from": old, "to": new.version})
         await interaction.response.send_message(
             f"Policy reloaded: `{old}` → `{new.version}` ({len(new.rules)} rules, {len(new.notes)} notes).", ephemeral=True)
 
@@ -164,25 +167,91 @@ class Commands(commands.Cog):
                    channel: discord.TextChannel | discord.ForumChannel | discord.Thread | None = None):
         """Switch a channel (default: this one) between shadow and live."""
         channel_id = channel.id if channel else interaction.channel_id
-        await self.store.set_setting(f"channel:{channel_id}", "shadow_mode", mode == "shadow")
-        await self.store.audit(str(interaction.user.id), "mode_set", detail={"channel_id": str(channel_id), "mode": mode})
+        await set_channel_shadow(self.store, str(interaction.guild_id), str(channel_id), mode == "shadow",
+                                 str(interaction.user.id))
         what = "records decisions only; no public notes" if mode == "shadow" else "posts notes publicly"
-        await interaction.response.send_message(f"<#{channel_id}> is now in **{mode}** mode: Caveat {what}.",
+        scope = " (and every post in it)" if isinstance(channel, discord.ForumChannel) else ""
+        await interaction.response.send_message(f"<#{channel_id}>{scope} is now in **{mode}** mode: Caveat {what}.",
                                                 ephemeral=True)
 
     @caveat.command(name="stats", description="Cases by label and outcome, notes sent, judged note precision")
     @mod_only
     async def stats(self, interaction: discord.Interaction):
         """Show moderation statistics."""
-        await interaction.response.send_message(embed=render.stats_embed(await self.store.stats()), ephemeral=True)
+        stats = await self.store.stats(community=str(interaction.guild_id))
+        await interaction.response.send_message(embed=render.stats_embed(stats), ephemeral=True)
+
+    @caveat.command(name="setup", description="This server's Caveat settings: moderators' channel, on-call role, mode...")
+    @mod_only
+    async def setup_command(self, interaction: discord.Interaction,
+                            mod_channel: discord.TextChannel | None = None, oncall_role: discord.Role | None = None,
+                            mode: Literal["shadow", "live"] | None = None,
+                            locale: str | None = None, note_language: str | None = None,
+                            realert_minutes: app_commands.Range[float, 0, 1440] | None = None):
+        """Show the settings, or change the ones given; a wrong value changes nothing and says why."""
+        community = str(interaction.guild_id)
+        changes = {key: value for key, value in (
+            ("mod_channel_id", mod_channel.id if mod_channel else None),
+            ("oncall_role_id", oncall_role.id if oncall_role else None),
+            ("shadow_mode", mode), ("locale", locale), ("note_language", note_language),
+            ("realert_minutes", realert_minutes)) if value is not None}
+        if changes:
+            try:
+                config = await update_config(self.store, self.bot.policy, community, str(interaction.user.id), changes)
+            except SettingError as exc:
+                await interaction.response.send_message(f"Nothing changed: {exc}.", ephemeral=True)
+                return
+            text = "Settings saved."
+        else:
+            config = await self.bot.community_config(community)
+            text = "Current settings (give options to change them)."
+        await interaction.response.send_message(text, embed=render.settings_embed(config), ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+
+    @caveat.command(name="dashboard", description="A one-time login link to the web dashboard, for you only")
+    @mod_only
+    async def dashboard(self, interaction: discord.Interaction):
+        """Send this moderator a personal, one-time, short-lived login link for this server's dashboard."""
+        if not self.bot.dashboard_url:
+            await interaction.response.send_message(
+                "The dashboard address is not configured: the operator sets CAVEAT_DASHBOARD_URL (docs/discord.md).",
+                ephemeral=True)
+            return
+        community, user = str(interaction.guild_id), interaction.user
+        token = await self.store.create_login_link(community, str(user.id), str(user), minutes=LINK_MINUTES)
+        await self.store.audit(str(user.id), "login_link_created", community=community)
+        await interaction.response.send_message(
+            f"Your personal login link (works once, for {LINK_MINUTES} minutes; do not share it):\n"
+            f"{self.bot.dashboard_url}/login/link/{token}", ephemeral=True)
+
+    @caveat.command(name="logout-everywhere", description="End every dashboard session of a moderator now")
+    @mod_only
+    async def logout_everywhere(self, interaction: discord.Interaction, moderator: discord.Member | None = None):
+        """Revoke a moderator's dashboard sessions and unused links (default: your own) in this server."""
+        target = moderator or interaction.user
+        community = str(interaction.guild_id)
+        n = await self.store.revoke_moderator_sessions(community, str(target.id))
+        await self.store.audit(str(interaction.user.id), "web_sessions_revoked", community=community,
+                               detail={"moderator": str(target.id), "sessions": n})
+        await interaction.response.send_message(f"Ended {n} dashboard session(s) of <@{target.id}>.", ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+
+    @caveat.command(name="clear-replayed", description="Close every open case that came from a replayed history")
+    @mod_only
+    async def clear_replayed(self, interaction: discord.Interaction):
+        """Bulk-close replayed (shadow history) cases of this server."""
+        n = await self.bot.cases.clear_replayed(str(interaction.guild_id), str(interaction.user.id))
+        await interaction.response.send_message(f"Closed {n} replayed case(s).", ephemeral=True)
 
     @app_commands.command(name="caveat-forget-me", description="Remove the text of your posts from Caveat's records")
     @app_commands.guild_only()
     async def forget_me(self, interaction: discord.Interaction):
         """Any member: purge their stored post text everywhere; anonymized counts stay."""
-        n = await self.store.forget_user(str(interaction.user.id), actor=str(interaction.user.id))
+        n = await self.store.forget_user(str(interaction.user.id), community=str(interaction.guild_id),
+                                         actor=str(interaction.user.id))
         await interaction.response.send_message(
-            f"Done: Caveat no longer stores the text of your {n} post(s). Anonymized counts are kept.", ephemeral=True)
+            f"Done: Caveat no longer stores the text of your {n} post(s) in this server. Anonymized counts are kept.",
+            ephemeral=True)
 
 
 async def setup(bot) -> None:

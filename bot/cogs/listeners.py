@@ -31,6 +31,8 @@ class Listeners(commands.Cog):
         for ch in (channel, getattr(channel, "parent", None)):
             if ch is not None:
                 names.update({str(ch.id), getattr(ch, "name", None)})
+        if getattr(channel, "parent_id", None):
+            names.add(str(channel.parent_id))
         if names & set(community.exempt_channels):
             return True
         roles = set()
@@ -38,18 +40,34 @@ class Listeners(commands.Cog):
             roles.update({str(role.id), role.name})
         return bool(roles & set(community.exempt_roles))
 
-    async def _post(self, message: discord.Message, text: str | None = None) -> Post:
-        locale = await self.store.get_setting(f"guild:{message.guild.id}", "locale")
+    @staticmethod
+    def _text(message: discord.Message) -> str:
+        """What the member wrote. A forum post's first message is read with its title: the title is part of it
+        (a risky title with "see title" as the body must still be caught)."""
+        channel = message.channel
+        if isinstance(channel, discord.Thread) and isinstance(channel.parent, discord.ForumChannel) \
+                and message.id == channel.id and channel.name:
+            return f"{channel.name}\n\n{message.content}"
+        return message.content
+
+    @staticmethod
+    def parents(channel) -> tuple[str, ...]:
+        """The channels a thread inherits its settings from: its parent channel or forum."""
+        parent_id = getattr(channel, "parent_id", None)
+        return (str(parent_id),) if parent_id else ()
+
+    async def _post(self, message: discord.Message) -> Post:
+        # The locale comes from the server's settings (Pipeline fills it in).
         return Post(platform="discord", message_id=str(message.id), channel_id=str(message.channel.id),
-                    author_id=str(message.author.id), text=message.content if text is None else text,
+                    author_id=str(message.author.id), text=self._text(message),
                     community_id=str(message.guild.id), author_name=str(message.author),
                     channel_name=getattr(message.channel, "name", "") or "", created_at=message.created_at,
-                    locale=locale, url=message.jump_url)
+                    url=message.jump_url)
 
     def _ignored(self, message: discord.Message) -> bool:
         # Never answer bots or webhooks (no loops), DMs, or empty posts; honour exemptions from policy.
         return (message.guild is None or message.author.bot or message.webhook_id is not None
-                or not message.content.strip() or self._exempt(message.channel, message.author))
+                or not self._text(message).strip() or self._exempt(message.channel, message.author))
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
@@ -59,7 +77,7 @@ class Listeners(commands.Cog):
         outcome = None
         try:
             post = await self._post(message)
-            outcome = await self.bot.pipeline.handle(post)
+            outcome = await self.bot.pipeline.handle(post, parents=self.parents(message.channel))
             if not outcome.duplicate:
                 await self._act(message, post, outcome)
         finally:
@@ -78,7 +96,7 @@ class Listeners(commands.Cog):
         outcome = None
         try:
             post = await self._post(message)
-            outcome = await self.bot.pipeline.handle_edit(post)
+            outcome = await self.bot.pipeline.handle_edit(post, parents=self.parents(message.channel))
             if outcome is not None and not outcome.duplicate:
                 await self._act(message, post, outcome)
         finally:
@@ -90,17 +108,19 @@ class Listeners(commands.Cog):
         stored = await self.store.post_by_message("discord", str(payload.message_id))
         if stored is None:
             return
-        open_cases = [c for c in await self.store.cases(status="open", channel_id=str(payload.channel_id), limit=500)
-                      if c["post_id"] == stored["id"]]
+        community = stored["community_id"]
+        open_cases = await self.store.cases(community=community, status="open", post_id=stored["id"],
+                                            include_replayed=True, limit=500)
         replies = await self.store.replies(stored["id"])
         await self.bot.pipeline.handle_delete("discord", str(payload.message_id))
-        await self._remove_replies(payload.channel_id, stored["id"], replies)
+        await self._remove_replies(payload.channel_id, community, stored["id"], replies)
         review = self.bot.get_cog("Review")
         for case in open_cases:
-            await review.publish_card(case["id"])
+            await review.publish_card(community, case["id"])
         self.bot.dispatch("caveat_post_handled", payload.message_id, None)
 
-    async def _remove_replies(self, channel_id: int, post_id: int, replies: dict[str, str | None]) -> None:
+    async def _remove_replies(self, channel_id: int, community: str, post_id: int,
+                              replies: dict[str, str | None]) -> None:
         """Take down Caveat's public note or crisis reply under a deleted post: left alone it would show what
         the member wrote about. A reply that is already gone, or that cannot be removed, is audited, not retried."""
         channel = self.bot.get_partial_messageable(channel_id)
@@ -115,33 +135,38 @@ class Listeners(commands.Cog):
             except discord.HTTPException as exc:
                 log.warning("could not remove the %s under deleted post %s: HTTP %s", kind, post_id, exc.status)
                 event, detail = f"{kind}_remove_failed", {"status": exc.status}
-            await self.store.audit("caveat", event, post_id=post_id, detail=detail)
+            await self.store.audit("caveat", event, community=community, post_id=post_id, detail=detail)
 
     async def _act(self, message: discord.Message, post: Post, outcome) -> None:
         """Post the reply the Pipeline reserved, then the case card (with an alert for emergencies)."""
         d = outcome.decision
+        delivered = None
         if outcome.reply == "resources":
-            await self._reply(message, post, outcome, embed=render.resources_embed(d.resources))
+            delivered = await self._reply(message, post, outcome, embed=render.resources_embed(d.resources))
         elif outcome.reply == "note" and d.note is not None:
             await self._reply(message, post, outcome, embed=render.note_embed(d.note),
                               view=note_view(outcome.decision_id))
         if outcome.case_id is not None:
+            alert = d.action == "escalate" and not outcome.replayed
             # The case is stored either way; a failed card must not hide the failure, nor undo the reply above.
             try:
-                await self.bot.get_cog("Review").publish_card(outcome.case_id, alert=d.action == "escalate")
+                await self.bot.get_cog("Review").publish_card(post.community_id, outcome.case_id, alert=alert,
+                                                              resources_posted=delivered)
             except discord.HTTPException as exc:
                 log.warning("could not post the card of case %s: HTTP %s", outcome.case_id, exc.status)
-                await self.store.audit("caveat", "case_card_failed", case_id=outcome.case_id,
-                                       detail={"status": exc.status, "alert": d.action == "escalate"})
+                await self.store.audit("caveat", "case_card_failed", community=post.community_id,
+                                       case_id=outcome.case_id, detail={"status": exc.status, "alert": alert})
 
-    async def _reply(self, message: discord.Message, post: Post, outcome, **kwargs) -> None:
+    async def _reply(self, message: discord.Message, post: Post, outcome, **kwargs) -> bool:
+        """Post the reserved reply; True when Discord accepted it."""
         try:
             sent = await message.reply(allowed_mentions=NO_PINGS, mention_author=False, **kwargs)
         except discord.HTTPException as exc:
             log.warning("could not post the %s for post %s: HTTP %s", outcome.reply, post.key, exc.status)
             await self.bot.pipeline.reply_failed(outcome, f"HTTP {exc.status}")
-            return
+            return False
         await self.bot.pipeline.reply_sent(post, outcome, str(sent.id))
+        return True
 
 
 async def setup(bot) -> None:

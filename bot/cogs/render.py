@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import discord
 
+from bot.cases import proposed_note
 from bot.engine import Decision
 from policies.loader import PolicySet
 from policies.schema import LABELS, Note
@@ -63,14 +64,6 @@ def rules_lines(rules: list[dict]) -> list[str]:
     return out
 
 
-def proposed_note(case: dict, policy: PolicySet) -> Note | None:
-    """The note a moderator would send: the decision's note, else the label's default note."""
-    note_id = case.get("note_id")
-    if not note_id and case.get("label") in policy.labels:
-        note_id = policy.labels[case["label"]].default_note
-    return policy.notes.get(note_id) if note_id else None
-
-
 def status_line(case: dict) -> str:
     """Open, claimed by whom, or the outcome with reason code and moderator."""
     if case["status"] == "resolved":
@@ -85,7 +78,7 @@ def status_line(case: dict) -> str:
 
 def case_embed(case: dict, policy: PolicySet, *, extra: str | None = None) -> discord.Embed:
     """The moderators' case card: excerpt and jump link, author, labels, rules, proposed note, versions, status."""
-    kind = {"shadow": "[shadow] ", "dispute": "[dispute] "}.get(case.get("kind"), "")
+    kind = {"shadow": "[shadow] ", "dispute": "[dispute] ", "replay": "[replayed] "}.get(case.get("kind"), "")
     urgent = "🚨 " if case.get("action") == "escalate" else ""
     title = f"{urgent}{kind}Case #{case['id']} · {case.get('label') or 'no label'} · {case.get('action')}"
     if case.get("text"):
@@ -105,7 +98,7 @@ def case_embed(case: dict, policy: PolicySet, *, extra: str | None = None) -> di
     embed.add_field(name="Scores", value=" · ".join(f"{lab} {scores.get(lab, 0):.2f}" for lab in LABELS), inline=False)
     rules = rules_lines((case.get("detail") or {}).get("rules", []))
     embed.add_field(name="Rules fired", value=clip("\n".join(rules) or "none (model only)", 1024), inline=False)
-    note = proposed_note(case, policy)
+    note = proposed_note(policy, case)
     embed.add_field(name="Proposed note", value=f"`{note.id}`: {clip(note.title, 200)}" if note else "none",
                     inline=False)
     if extra:
@@ -147,4 +140,20 @@ def stats_embed(stats: dict) -> discord.Embed:
                     value="not judged yet" if precision is None else f"{precision:.0%} of {stats.get('notes_judged')}",
                     inline=True)
     embed.add_field(name="Open cases", value=str(stats.get("open_cases", 0)), inline=True)
+    return embed
+
+
+def settings_embed(config) -> discord.Embed:
+    """This server's Caveat settings (`/caveat setup`)."""
+    def mention(kind: str, value: str | None) -> str:
+        return f"<{kind}{value}>" if value else "not set"
+    embed = discord.Embed(title="Caveat settings for this server", color=STATUS_COLOR["open"])
+    embed.add_field(name="Moderators' channel", value=mention("#", config.mod_channel_id), inline=True)
+    embed.add_field(name="On-call role", value=mention("@&", config.oncall_role_id), inline=True)
+    embed.add_field(name="Mode", value="shadow (records only, no public notes)" if config.shadow_mode
+                    else "live (posts notes publicly)", inline=False)
+    embed.add_field(name="Crisis resources locale", value=config.locale, inline=True)
+    embed.add_field(name="Note language", value=config.note_language, inline=True)
+    embed.add_field(name="Re-alert unattended emergencies after",
+                    value=f"{config.realert_minutes:g} min" if config.realert_minutes else "off", inline=True)
     return embed

@@ -1,28 +1,29 @@
 """Case cards in the moderators' channel and their persistent buttons; members' note feedback and disputes.
 
 Every button is a `DynamicItem` whose custom id carries the case or decision id, so cards and notes posted
-before a restart keep working: the state lives in storage, not in the view object.
+before a restart keep working: the state lives in storage, not in the view object. The actions themselves
+are `bot.cases.CaseService`'s (the same ones the dashboard uses); this cog only renders and answers.
 """
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import discord
 from discord.ext import commands
 
+from bot.cases import CaseConflict, CaseNotFound, NotAllowed
 from bot.cogs import render
-from bot.engine.actions import SEVERITY
-from bot.storage import CaseConflict, CaseNotFound
 
 log = logging.getLogger("caveat.review")
 
-VERBS = {"claim": ("Claim", discord.ButtonStyle.primary), "note": ("Send note", discord.ButtonStyle.success),
+VERBS = {"claim": ("Claim", discord.ButtonStyle.primary), "unclaim": ("Unclaim", discord.ButtonStyle.secondary),
+         "note": ("Send note", discord.ButtonStyle.success),
          "dismiss": ("Dismiss (false positive)", discord.ButtonStyle.secondary),
          "remove": ("Remove post", discord.ButtonStyle.danger), "escalate": ("Escalate", discord.ButtonStyle.danger)}
 FEEDBACK = {"helpful": ("Helpful", discord.ButtonStyle.secondary), "not_helpful": ("Not helpful", discord.ButtonStyle.secondary),
             "dispute": ("Dispute", discord.ButtonStyle.secondary)}
 NO_PINGS = discord.AllowedMentions.none()
+MOD_ONLY = "Only moderators (Manage Messages) can act on cases."
 
 
 def is_moderator(interaction: discord.Interaction) -> bool:
@@ -30,8 +31,15 @@ def is_moderator(interaction: discord.Interaction) -> bool:
     return interaction.guild is not None and interaction.permissions.manage_messages
 
 
+def role_ping(role_id: str | None) -> tuple[str, discord.AllowedMentions]:
+    """The mention text and allowed mentions that ping exactly one role (or nobody)."""
+    if not role_id:
+        return "", NO_PINGS
+    return f"<@&{role_id}> ", discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(int(role_id))])
+
+
 class CaseButton(discord.ui.DynamicItem[discord.ui.Button],
-                 template=r"caveat:case:(?P<id>\d+):(?P<verb>claim|note|dismiss|remove|escalate)"):
+                 template=r"caveat:case:(?P<id>\d+):(?P<verb>claim|unclaim|note|dismiss|remove|escalate)"):
     """A moderator action on a case card: custom id `caveat:case:<id>:<verb>`."""
 
     def __init__(self, case_id: int, verb: str):
@@ -104,11 +112,13 @@ class DisputeModal(discord.ui.Modal, title="Dispute this note"):
 
 
 def case_view(case: dict) -> discord.ui.View | None:
-    """The five persistent buttons of an unresolved case (none once it is resolved)."""
+    """The persistent buttons of an unresolved case (none once it is resolved); a claimed case offers Unclaim."""
     if case["status"] == "resolved":
         return None
     view = discord.ui.View(timeout=None)
     for verb in VERBS:
+        if verb == ("claim" if case["status"] == "claimed" else "unclaim"):
+            continue
         view.add_item(CaseButton(case["id"], verb))
     return view
 
@@ -122,11 +132,12 @@ def note_view(decision_id: int) -> discord.ui.View:
 
 
 class Review(commands.Cog):
-    """Posts and updates case cards and carries out moderators' decisions."""
+    """Posts and updates case cards and answers moderators' clicks through the cases service."""
 
     def __init__(self, bot):
         self.bot = bot
         self.store = bot.store
+        self.cases = bot.cases
 
     async def cog_load(self) -> None:
         """Register the persistent items so old cards and notes keep working."""
@@ -137,166 +148,171 @@ class Review(commands.Cog):
         self.bot.remove_dynamic_items(CaseButton, ReasonSelect, FeedbackButton)
 
     # -- cards ---------------------------------------------------------------------------------
-    async def publish_card(self, case_id: int, *, alert: bool = False, extra: str | None = None) -> None:
-        """Post the case card in the moderators' channel, or update it; an alert pings the on-call role."""
-        case = await self.store.case(case_id)
-        embed, view = render.case_embed(case, self.bot.policy, extra=extra), case_view(case)
-        channel = self.bot.mod_channel()
+    async def _dispute_text(self, case: dict) -> str | None:
+        if case.get("kind") != "dispute":
+            return None
+        reason = await self.store.dispute_reason(case["decision_id"])
+        return f"<@{case['author_id']}> disputes the note: {reason}" if reason else "The author disputes the note."
+
+    async def publish_card(self, community: str, case_id: int, *, alert: bool = False,
+                           resources_posted: bool | None = None) -> None:
+        """Post the case card in this server's moderators' channel, or update it; an alert pings on-call and says
+        truthfully whether the crisis reply went out."""
+        case = await self.store.case(case_id, community=community)
+        embed = render.case_embed(case, self.bot.policy, extra=await self._dispute_text(case))
+        view = case_view(case)
+        channel = await self.bot.mod_channel(community)
         if channel is None:
-            log.warning("case %s: CAVEAT_MOD_CHANNEL_ID is not set, no card posted", case_id)
+            log.warning("case %s: this server has no moderators' channel (/caveat setup); no card posted", case_id)
+            await self.store.audit("caveat", "case_card_skipped", community=community, case_id=case_id,
+                                   detail={"reason": "no moderators' channel set"})
             return
         if case.get("card_message_id"):
             await channel.get_partial_message(int(case["card_message_id"])).edit(embed=embed, view=view)
             return
         content, mentions = None, NO_PINGS
-        role = self.bot.config.oncall_role_id
+        config = await self.bot.community_config(community)
         if alert:
-            content = f"🚨 Emergency: a member may be in crisis (case #{case_id}). Crisis resources were posted."
-            if role:
-                content = f"<@&{role}> " + content
-                mentions = discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(role)])
+            delivery = {True: "Crisis resources were posted under the post.",
+                        False: "Posting crisis resources FAILED: please reach out to the member directly."}
+            content = f"🚨 Emergency: a member may be in crisis (case #{case_id}). {delivery.get(resources_posted, '')}"
+            ping, mentions = role_ping(config.oncall_role_id)
+            content = (ping + content).strip()
         msg = await channel.send(content=content, embed=embed, view=view, allowed_mentions=mentions)
         await self.store.set_case_card(case_id, str(msg.id))
-        await self.store.audit("caveat", "alert_sent" if alert else "case_card_posted", case_id=case_id,
-                               post_id=case["post_id"], detail={"message_id": str(msg.id), "pinged_role": bool(alert and role)})
+        await self.store.audit("caveat", "alert_sent" if alert else "case_card_posted", community=community,
+                               case_id=case_id, post_id=case["post_id"],
+                               detail={"message_id": str(msg.id), "pinged_role": bool(alert and config.oncall_role_id),
+                                       "resources_posted": resources_posted})
 
-    async def _refresh(self, interaction: discord.Interaction, case: dict) -> None:
-        """Show the case's new state on its card (the clicked message or the stored card)."""
-        embed, view = render.case_embed(case, self.bot.policy), case_view(case)
+    async def escalation_alert(self, community: str, case_id: int, actor: str, *, realert: bool = False) -> bool:
+        """Ping this server's on-call role about a case; False when there is nowhere to post."""
+        channel = await self.bot.mod_channel(community)
+        if channel is None:
+            return False
+        config = await self.bot.community_config(community)
+        ping, mentions = role_ping(config.oncall_role_id)
+        if realert:
+            text = f"{ping}🚨 Still unattended: emergency case #{case_id} has not been claimed. Please take it now."
+        else:
+            text = f"{ping}Case #{case_id} was escalated by <@{actor}>; please take a look."
+        await channel.send(text.strip(), allowed_mentions=mentions)
+        await self.store.audit(actor, "realert_sent" if realert else "escalation_alert", community=community,
+                               case_id=case_id, detail={"pinged_role": bool(config.oncall_role_id)})
+        return True
+
+    async def _show(self, interaction: discord.Interaction, case: dict, message: str) -> None:
+        """Answer the click: update the clicked card in place, else say what happened privately."""
         card_id = case.get("card_message_id")
         if interaction.message is not None and card_id and interaction.message.id == int(card_id) \
                 and not interaction.response.is_done():
-            await interaction.response.edit_message(embed=embed, view=view)
-        elif card_id and self.bot.mod_channel() is not None:
-            await self.bot.mod_channel().get_partial_message(int(card_id)).edit(embed=embed, view=view)
+            embed = render.case_embed(case, self.bot.policy, extra=await self._dispute_text(case))
+            await interaction.response.edit_message(embed=embed, view=case_view(case))
+        elif not interaction.response.is_done():
+            await interaction.response.send_message(message, ephemeral=True)
+
+    async def _carry_out(self, result) -> str | None:
+        """Run the platform actions the service queued (post the note, delete, alert, cards) right away;
+        returns what failed, if anything."""
+        outcomes = await self.bot.get_cog("Outbox").run_pending()
+        failed = [outcomes[a] for a in result.actions if outcomes.get(a, "").startswith("failed")]
+        return f"Could not carry it out on Discord ({'; '.join(failed)}); do it by hand." if failed else None
+
+    @staticmethod
+    async def _report(interaction: discord.Interaction, problem: str | None) -> None:
+        if problem:
+            await interaction.followup.send(problem, ephemeral=True)
 
     # -- moderators' actions -------------------------------------------------------------------
     async def case_action(self, interaction: discord.Interaction, case_id: int, verb: str) -> None:
-        """Claim, send note, dismiss, remove or escalate; refused for non-moderators and other holders."""
+        """Claim, unclaim, send note, dismiss, remove or escalate; refused for non-moderators and other holders."""
         if not is_moderator(interaction):
-            await interaction.response.send_message("Only moderators (Manage Messages) can act on cases.", ephemeral=True)
+            await interaction.response.send_message(MOD_ONLY, ephemeral=True)
             return
-        mod = str(interaction.user.id)
+        community, mod = str(interaction.guild_id), str(interaction.user.id)
         try:
-            case = await self.store.case(case_id)
-            if case["status"] == "resolved":
-                raise CaseConflict(f"case #{case_id} is already resolved ({case['resolution']})", case["resolved_by"])
-            if case["status"] == "claimed" and case["claimed_by"] != mod:
-                raise CaseConflict(f"case #{case_id} is claimed", case["claimed_by"])
-            if verb == "claim":
-                case = await self.store.claim(case_id, mod)
-            elif verb in ("dismiss", "remove"):
+            if verb in ("dismiss", "remove"):
+                case = await self.cases.case(community, case_id)
+                self.store._check_actionable(case, mod)
                 view = discord.ui.View(timeout=None)
                 view.add_item(ReasonSelect(case_id, verb, self.bot.policy.community.reason_codes))
                 await interaction.response.send_message(f"Choose a reason to {verb} case #{case_id}.", view=view,
                                                         ephemeral=True)
                 return
-            elif verb == "note":
-                case = await self._send_note(case, mod)
-            elif verb == "escalate":
-                case = await self.store.resolve(case_id, mod, "escalated")
-                await self._escalate(case, mod)
+            action = {"claim": self.cases.claim, "unclaim": self.cases.unclaim, "note": self.cases.send_note,
+                      "escalate": self.cases.escalate}[verb]
+            result = await action(community, case_id, mod)
         except CaseNotFound:
-            await interaction.response.send_message(f"Case #{case_id} no longer exists.", ephemeral=True)
+            await interaction.response.send_message(f"No case #{case_id} in this server.", ephemeral=True)
             return
         except CaseConflict as exc:
             await self._refuse(interaction, exc)
             return
-        await self._refresh(interaction, case)
+        problem = await self._carry_out(result)
+        await self._show(interaction, result.case, result.message)
+        await self._report(interaction, problem)
 
     async def _refuse(self, interaction: discord.Interaction, exc: CaseConflict) -> None:
-        holder = f" by <@{exc.holder}>" if exc.holder and str(exc.holder).isdigit() else ""
-        await self.store.audit(str(interaction.user.id), "action_refused", detail={"reason": str(exc)})
-        await interaction.response.send_message(f"Refused: {exc}{holder}.", ephemeral=True, allowed_mentions=NO_PINGS)
+        text = str(exc)
+        if exc.holder and str(exc.holder).isdigit():  # show who holds it as a mention (no ping)
+            mention = f"<@{exc.holder}>"
+            text = text.replace(f" by {exc.holder}", f" by {mention}") if f" by {exc.holder}" in text \
+                else f"{text} by {mention}"
+        await self.store.audit(str(interaction.user.id), "action_refused", community=str(interaction.guild_id),
+                               detail={"reason": str(exc)})
+        await interaction.response.send_message(f"Refused: {text}.", ephemeral=True, allowed_mentions=NO_PINGS)
 
     async def resolve_with_reason(self, interaction: discord.Interaction, case_id: int, verb: str, code: str) -> None:
         """Dismiss or remove with a reason code; Remove deletes the member's post with an audit reason."""
         if not is_moderator(interaction):
-            await interaction.response.send_message("Only moderators (Manage Messages) can act on cases.", ephemeral=True)
+            await interaction.response.send_message(MOD_ONLY, ephemeral=True)
             return
-        if code not in self.bot.policy.community.reason_codes:
-            await interaction.response.send_message(f"Unknown reason code '{code}'.", ephemeral=True)
-            return
-        mod = str(interaction.user.id)
+        community, mod = str(interaction.guild_id), str(interaction.user.id)
         try:
-            case = await self.store.resolve(case_id, mod, "dismissed" if verb == "dismiss" else "removed",
-                                            reason_code=code)
+            action = self.cases.dismiss if verb == "dismiss" else self.cases.remove
+            result = await action(community, case_id, mod, code)
+        except ValueError as exc:
+            await interaction.response.send_message(f"Refused: {exc}.", ephemeral=True)
+            return
         except (CaseConflict, CaseNotFound) as exc:
             await self._refuse(interaction, exc if isinstance(exc, CaseConflict) else CaseConflict(str(exc)))
             return
+        problem = await self._carry_out(result)
         await interaction.response.edit_message(content=f"Case #{case_id}: {verb} with reason `{code}`.", view=None)
-        if verb == "remove":
-            try:
-                # The low-level call is the one that carries an audit-log reason (X-Audit-Log-Reason).
-                await self.bot.http.delete_message(int(case["channel_id"]), int(case["message_id"]),
-                                                   reason=f"Caveat case #{case_id}: {code} (moderator {mod})")
-                await self.store.audit(mod, "post_removed", case_id=case_id, post_id=case["post_id"])
-            except discord.HTTPException as exc:
-                await self.store.audit(mod, "post_remove_failed", case_id=case_id, detail={"status": exc.status})
-                await interaction.followup.send(f"Could not delete the post (HTTP {exc.status}); remove it by hand.",
-                                                ephemeral=True)
-        await self._refresh(interaction, case)
-
-    async def _send_note(self, case: dict, mod: str) -> dict:
-        """Post the proposed note under the member's post (once per post), then close the case as sent_note."""
-        note = render.proposed_note(case, self.bot.policy)
-        if note is None:
-            raise CaseConflict(f"case #{case['id']} has no note to send; dismiss or remove it instead")
-        if case.get("deleted_at") or not case.get("text"):
-            raise CaseConflict(f"the post of case #{case['id']} was deleted")
-        if await self.store.claim_reply(case["post_id"], "note"):
-            channel = self.bot.get_partial_messageable(int(case["channel_id"]))
-            target = channel.get_partial_message(int(case["message_id"]))
-            try:
-                msg = await target.reply(embed=render.note_embed(note), view=note_view(case["decision_id"]),
-                                         allowed_mentions=NO_PINGS, mention_author=False)
-            except discord.HTTPException as exc:
-                await self.store.release_reply(case["post_id"], "note")
-                raise CaseConflict(f"could not post the note (HTTP {exc.status})") from exc
-            await self.store.set_reply_message(case["post_id"], "note", str(msg.id))
-            await self.store.audit(mod, "note_sent", case_id=case["id"], post_id=case["post_id"],
-                                   detail={"note_id": note.id, "message_id": str(msg.id)})
-        return await self.store.resolve(case["id"], mod, "sent_note")
-
-    async def _escalate(self, case: dict, mod: str) -> None:
-        role = self.bot.config.oncall_role_id
-        channel = self.bot.mod_channel()
-        if channel is None:
-            return
-        ping = f"<@&{role}> " if role else ""
-        mentions = discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(role)]) if role else NO_PINGS
-        await channel.send(f"{ping}Case #{case['id']} was escalated by <@{mod}>; please take a look.",
-                           allowed_mentions=mentions)
-        await self.store.audit(mod, "escalation_alert", case_id=case["id"], detail={"pinged_role": bool(role)})
+        await self._report(interaction, problem)
 
     # -- members' feedback ---------------------------------------------------------------------
     async def feedback(self, interaction: discord.Interaction, decision_id: int, kind: str) -> None:
-        """Helpful / Not helpful are stored against the decision; Dispute opens a form."""
+        """Helpful / Not helpful are stored against the decision; Dispute opens a form, for the post's author only."""
+        community, user = str(interaction.guild_id), str(interaction.user.id)
         if kind == "dispute":
-            await interaction.response.send_modal(DisputeModal(decision_id))
+            decision = await self.store.decision(decision_id, community=community)
+            if decision is None:
+                await interaction.response.send_message("That note is no longer on record.", ephemeral=True)
+            elif decision["author_id"] != user:
+                await interaction.response.send_message(
+                    "Only the member who wrote the post can dispute its note. You can use Helpful / Not helpful.",
+                    ephemeral=True)
+            else:
+                await interaction.response.send_modal(DisputeModal(decision_id))
             return
-        new = await self.store.add_feedback(decision_id, str(interaction.user.id), kind)
-        await self.store.audit(str(interaction.user.id), f"feedback_{kind}", decision_id=decision_id)
+        try:
+            new = await self.cases.feedback(community, decision_id, user, kind)
+        except CaseNotFound:
+            await interaction.response.send_message("That note is no longer on record.", ephemeral=True)
+            return
         text = "Thanks, your feedback was recorded." if new else "You already gave this feedback."
         await interaction.response.send_message(text, ephemeral=True)
 
     async def dispute(self, interaction: discord.Interaction, decision_id: int, reason: str) -> None:
         """Store the dispute and put it in front of moderators as a case."""
-        user = str(interaction.user.id)
-        decision = await self.store.decision(decision_id)
-        if decision is None:
-            await interaction.response.send_message("That note is no longer on record.", ephemeral=True)
+        try:
+            result = await self.cases.dispute(str(interaction.guild_id), decision_id, str(interaction.user.id), reason)
+        except (CaseNotFound, NotAllowed) as exc:
+            await interaction.response.send_message(str(exc).capitalize() + ".", ephemeral=True)
             return
-        await self.store.add_feedback(decision_id, user, "dispute", reason)
-        post = await self.store.post(decision["post_id"])
-        # open_case reads labels, action and severity only; the stored decision provides all three.
-        d = SimpleNamespace(labels=tuple(decision["labels"]), action=decision["action"],
-                            severity=SEVERITY[decision["action"]])
-        case_id = await self.store.open_case(decision["post_id"], decision_id, d, channel_id=post["channel_id"],
-                                             community_id=post["community_id"], kind="dispute")
-        await self.store.audit(user, "dispute", case_id=case_id, decision_id=decision_id, post_id=decision["post_id"])
-        await interaction.response.send_message("Thanks. A moderator will review this note.", ephemeral=True)
-        await self.publish_card(case_id, extra=f"<@{user}> disputes the note: {reason}")
+        await interaction.response.send_message(result.message, ephemeral=True)
+        await self.bot.get_cog("Outbox").run_pending()
 
 
 async def setup(bot) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
-import secrets
 import sys
 from importlib import resources
 
@@ -18,8 +16,6 @@ from bot.web.keys import AUTH, PIPELINE, POLICY_DIR, STORE
 from policies.loader import PolicySet, load_policy, warn_once
 
 log = logging.getLogger("caveat.web")
-SECRET_ENV = "CAVEAT_WEB_SECRET"
-MIN_SECRET = 32
 
 
 def is_loopback(host: str) -> bool:
@@ -32,45 +28,35 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def bind_problem(host: str, allow_remote: bool, secret: str | None) -> str | None:
+def bind_problem(host: str, allow_remote: bool) -> str | None:
     """Why binding `host` is refused, or None when it is allowed."""
     if is_loopback(host):
         return None
     if not allow_remote:
-        return f"--host {host} is reachable from other machines; add --allow-remote to mean it"
-    if not secret or len(secret) < MIN_SECRET:
-        return f"--allow-remote needs ${SECRET_ENV} set to a random secret of at least {MIN_SECRET} characters"
+        return f"--host {host} is reachable from other machines; add --allow-remote to mean it (and put HTTPS in front)"
     return None
-
-
-async def session_secret(store: Store) -> bytes:
-    """$CAVEAT_WEB_SECRET, else a random secret kept in the database so sessions survive a restart."""
-    if os.environ.get(SECRET_ENV):
-        return os.environ[SECRET_ENV].encode()
-    stored = await store.get_setting("web", "session_secret")
-    if not stored:
-        stored = secrets.token_hex(32)
-        await store.set_setting("web", "session_secret", stored)
-    return bytes.fromhex(stored)
 
 
 async def _root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/queue")
 
 
-def build_app(store: Store, pipeline: Pipeline, policy_dir: str, *, secret: bytes | None = None,
-              secure_cookies: bool = False) -> web.Application:
+def build_app(store: Store, pipeline: Pipeline, policy_dir: str, *, secure_cookies: bool = False) -> web.Application:
     """The aiohttp application with every page; services are injected, nothing global."""
     app = web.Application(middlewares=[auth.security_middleware], client_max_size=256 * 1024)
     app[STORE] = store
     app[PIPELINE] = pipeline
     app[POLICY_DIR] = str(policy_dir)
-    app[AUTH] = auth.Auth(store, secret or secrets.token_bytes(32), secure_cookies=secure_cookies)
+    app[AUTH] = auth.Auth(store, secure_cookies=secure_cookies)
     r = app.router
     r.add_get("/", _root)
     r.add_get("/login", auth.login_page)
     r.add_post("/login", auth.login_submit)
     r.add_post("/logout", auth.logout)
+    r.add_get(r"/login/link/{token}", auth.link_page)
+    r.add_post(r"/login/link/{token}", auth.link_submit)
+    r.add_post("/community", auth.switch_community)
+    r.add_post("/queue/clear-replayed", cases.clear_replayed)
     r.add_get("/sandbox", sandbox.sandbox_page)
     r.add_post("/sandbox/post", sandbox.sandbox_submit)
     r.add_get("/queue", cases.queue_page)
@@ -111,8 +97,7 @@ async def serve(args, policy: PolicySet, scorer, *, ready: asyncio.Event | None 
         pipeline = Pipeline(store, policy, scorer)
         if not args.no_seed and await sandbox.seed(pipeline):
             print(f"Added {len(sandbox.SEED)} example posts to the sandbox channel.", flush=True)
-        app = build_app(store, pipeline, policy.directory, secret=await session_secret(store),
-                        secure_cookies=not is_loopback(args.host))
+        app = build_app(store, pipeline, policy.directory, secure_cookies=not is_loopback(args.host))
         runner = web.AppRunner(app, access_log=logging.getLogger("caveat.web.access"))
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
@@ -133,7 +118,7 @@ async def serve(args, policy: PolicySet, scorer, *, ready: asyncio.Event | None 
 
 def main(args) -> int:
     """`caveat serve`."""
-    problem = bind_problem(args.host, args.allow_remote, os.environ.get(SECRET_ENV))
+    problem = bind_problem(args.host, args.allow_remote)
     if problem:
         print(f"caveat: {problem}", file=sys.stderr)
         return 2

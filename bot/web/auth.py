@@ -1,13 +1,11 @@
-"""Moderator login: a token printed once (stored hashed), signed session cookies, CSRF on every POST."""
+"""Dashboard login: one-time links per moderator (from `/caveat dashboard`), the operator token printed once
+(stored hashed), server-side sessions bound to one community, CSRF on every POST."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import re
 import secrets
-import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -20,6 +18,7 @@ LOGIN_COOKIE = "caveat_login"      # double-submit CSRF token for the login form
 SESSION_SECONDS = 12 * 3600
 PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = ("/login",)
+PUBLIC_PREFIXES_LOGIN = "/login/link/"
 NAME_RE = re.compile(r"^[\w .'-]{1,40}$")
 
 
@@ -33,38 +32,38 @@ async def ensure_token(store: Store, *, renew: bool = False) -> str | None:
     if not renew and await store.get_setting("web", "token_sha256"):
         return None
     token = secrets.token_urlsafe(24)
-    await store.set_setting("web", "token_sha256", hash_token(token))
-    await store.audit("caveat", "web_token_created" if not renew else "web_token_renewed")
+    async with store.transaction():
+        await store.set_setting("web", "token_sha256", hash_token(token))
+        if renew:
+            await store.revoke_operator_sessions()
+        await store.audit("caveat", "web_token_created" if not renew else "web_token_renewed", community="")
     return token
+
+
+OPERATOR_COMMUNITY = "sandbox"   # where an operator's session starts; they can switch on any page
 
 
 @dataclass(frozen=True)
 class Session:
-    """A logged-in moderator: display name, CSRF token, expiry (unix seconds)."""
+    """A logged-in person: who (display name and id), which community they see, role, CSRF token."""
 
+    sid: str
     moderator: str
+    moderator_id: str
+    community: str
+    role: str
     csrf: str
-    expires: float
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 class Auth:
-    """Signs and checks session cookies; the secret is $CAVEAT_WEB_SECRET or random per process."""
+    """Checks the operator token and the server-side sessions (logout and revocation end them at once)."""
 
-    def __init__(self, store: Store, secret: bytes, *, secure_cookies: bool = False):
+    def __init__(self, store: Store, *, secure_cookies: bool = False):
         self.store = store
-        self.secret = secret
         self.secure_cookies = secure_cookies
 
     async def token_hash(self) -> str:
-        """The stored hash of the current moderator token ('' when none)."""
+        """The stored hash of the current operator token ('' when none)."""
         return await self.store.get_setting("web", "token_sha256", "") or ""
 
     async def check_token(self, token: str) -> bool:
@@ -72,29 +71,22 @@ class Auth:
         stored = await self.token_hash()
         return bool(stored) and hmac.compare_digest(hash_token(token), stored)
 
-    def _sign(self, payload: str) -> str:
-        return _b64(hmac.new(self.secret, payload.encode(), hashlib.sha256).digest())
-
-    async def new_cookie(self, moderator: str) -> tuple[str, Session]:
-        """A signed cookie value for a fresh session; bound to the current token, so renewing it logs all out."""
-        session = Session(moderator, secrets.token_urlsafe(24), time.time() + SESSION_SECONDS)
-        body = {"m": moderator, "c": session.csrf, "e": session.expires, "t": (await self.token_hash())[:16]}
-        payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-        return f"{payload}.{self._sign(payload)}", session
+    async def start(self, *, moderator: str, moderator_id: str, community: str, role: str) -> str:
+        """A new session; returns the cookie value."""
+        sid, _ = await self.store.create_web_session(moderator_id=moderator_id, moderator=moderator,
+                                                     community=community, role=role,
+                                                     hours=SESSION_SECONDS / 3600)
+        return sid
 
     async def session(self, request: web.Request) -> Session | None:
-        """The valid session of this request, or None."""
-        raw = request.cookies.get(COOKIE, "")
-        payload, _, sig = raw.partition(".")
-        if not payload or not hmac.compare_digest(sig, self._sign(payload)):
+        """The live session of this request, or None (unknown, expired, logged out or revoked)."""
+        sid = request.cookies.get(COOKIE, "")
+        if not sid or len(sid) > 200:
             return None
-        try:
-            body = json.loads(_unb64(payload))
-        except ValueError:
+        row = await self.store.web_session(sid)
+        if row is None:
             return None
-        if body.get("e", 0) < time.time() or body.get("t") != (await self.token_hash())[:16]:
-            return None
-        return Session(body["m"], body["c"], body["e"])
+        return Session(sid, row["moderator"], row["moderator_id"], row["community_id"], row["role"], row["csrf"])
 
     def set_cookie(self, response: web.StreamResponse, name: str, value: str, max_age: int) -> None:
         """Set an HttpOnly, SameSite=Strict cookie."""
@@ -118,14 +110,15 @@ async def security_middleware(request: web.Request, handler):
     """Require a session (except login and static files), check CSRF on POST, and add security headers."""
     auth: Auth = request.app[AUTH]
     path = request.path
-    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path.startswith(PUBLIC_PREFIXES_LOGIN):
         response = await handler(request)
     else:
         session = await auth.session(request)
         if session is None:
             if _wants_html(request):
                 raise web.HTTPFound("/login?next=" + _safe_next(request.path_qs))
-            raise web.HTTPUnauthorized(text="log in first: open /login with the moderator token\n")
+            raise web.HTTPUnauthorized(text="log in first: use /caveat dashboard in Discord, or /login with the operator"
+                                            " token\n")
         if request.method == "POST" and not await _csrf_ok(request, session.csrf):
             raise web.HTTPForbidden(text="refused: missing or wrong CSRF token; reload the page and try again\n")
         request[SESSION] = session
@@ -177,17 +170,68 @@ async def login_submit(request: web.Request) -> web.Response:
         response = await render(request, "login.html", status=401, csrf=csrf, next=target, error=error, name=name)
         auth.set_cookie(response, LOGIN_COOKIE, csrf, 600)
         return response
-    value, _ = await auth.new_cookie(name)
+    value = await auth.start(moderator=name, moderator_id=f"operator:{name}", community=OPERATOR_COMMUNITY,
+                             role="operator")
     response = web.HTTPSeeOther(target)
     auth.set_cookie(response, COOKIE, value, SESSION_SECONDS)
     response.del_cookie(LOGIN_COOKIE, path="/")
-    await auth.store.audit(name, "web_login")
+    await auth.store.audit(name, "web_login", community=OPERATOR_COMMUNITY, detail={"role": "operator"})
+    raise response
+
+
+async def link_page(request: web.Request) -> web.Response:
+    """GET /login/link/{token}: confirm before spending the one-time link (link previews must not spend it)."""
+    from bot.web.render import render
+    auth: Auth = request.app[AUTH]
+    csrf = secrets.token_urlsafe(24)
+    response = await render(request, "login_link.html", csrf=csrf, token=request.match_info["token"], error=None)
+    auth.set_cookie(response, LOGIN_COOKIE, csrf, 600)
+    return response
+
+
+async def link_submit(request: web.Request) -> web.Response:
+    """POST /login/link/{token}: spend the link and start this moderator's session for their server."""
+    from bot.web.render import render
+    auth: Auth = request.app[AUTH]
+    form = await request.post()
+    expected, sent = request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf", "")
+    if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+        raise web.HTTPForbidden(text="refused: missing or wrong CSRF token; open the link again\n")
+    link = await auth.store.use_login_link(request.match_info["token"])
+    if link is None:
+        return await render(request, "login_link.html", status=401, csrf="", token="",
+                            error="This login link is not valid: it was already used, has expired, or was revoked."
+                                  " Ask for a new one with /caveat dashboard in Discord.")
+    value = await auth.start(moderator=link["moderator"], moderator_id=link["moderator_id"],
+                             community=link["community_id"], role="moderator")
+    response = web.HTTPSeeOther("/queue")
+    auth.set_cookie(response, COOKIE, value, SESSION_SECONDS)
+    response.del_cookie(LOGIN_COOKIE, path="/")
+    await auth.store.audit(link["moderator_id"], "web_login", community=link["community_id"],
+                           detail={"role": "moderator"})
     raise response
 
 
 async def logout(request: web.Request) -> web.Response:
-    """POST /logout: drop the session cookie."""
+    """POST /logout: end the session in storage (the cookie alone is worthless afterwards)."""
+    session: Session = request[SESSION]
+    await request.app[AUTH].store.revoke_web_session(session.sid)
+    await request.app[AUTH].store.audit(session.moderator_id, "web_logout", community=session.community)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response
+
+
+async def switch_community(request: web.Request) -> web.Response:
+    """POST /community: an operator looks at another community; a moderator stays in their own."""
+    session: Session = request[SESSION]
+    if session.role != "operator":
+        raise web.HTTPForbidden(text="refused: a moderator's session shows only their own server\n")
+    form = await request.post()
+    community = str(form.get("community", "")).strip()
+    known = await request.app[AUTH].store.communities()
+    if community not in known and community != OPERATOR_COMMUNITY:
+        raise web.HTTPBadRequest(text=f"unknown community {community!r}\n")
+    await request.app[AUTH].store.set_session_community(session.sid, community)
+    raise web.HTTPSeeOther("/queue")
 

@@ -1,17 +1,17 @@
-"""The review queue and the case view, with Claim, Send note, Dismiss, Remove and Escalate (Store locking rules)."""
+"""The review queue and the case view. Every action is `bot.cases.CaseService`'s, the same as on Discord;
+the dashboard shows one community at a time (the session's)."""
 from __future__ import annotations
 
 from aiohttp import web
 
-from bot.storage import CaseConflict, CaseNotFound
+from bot.cases import CaseConflict, CaseNotFound, CaseService
 from bot.web import queries
 from bot.web.keys import PIPELINE, SESSION, STORE
 from bot.web.render import crisis_resources, highlight, note_of, proposed_note, render
 
 STATUSES = ("open", "claimed", "resolved", "all")
 SORTS = ("severity", "oldest", "newest")
-ACTIONS = {"claim": None, "send_note": "sent_note", "dismiss": "dismissed", "remove": "removed",
-           "escalate": "escalated"}
+ACTIONS = ("claim", "unclaim", "send_note", "dismiss", "remove", "escalate")
 NEEDS_REASON = ("dismiss", "remove", "escalate")
 PAGE = 50
 
@@ -24,45 +24,55 @@ def _pick(value: str | None, allowed, default: str) -> str:
     return value if value in allowed else default
 
 
+def service(request: web.Request) -> CaseService:
+    """The cases service over this app's storage and policy."""
+    pipeline = request.app[PIPELINE]
+    return CaseService(request.app[STORE], lambda: pipeline.policy)
+
+
 async def queue_page(request: web.Request) -> web.Response:
-    """GET /queue: cases filtered by label, status and channel, sorted by severity or age."""
-    store = request.app[STORE]
+    """GET /queue: this community's cases by label, status and channel; replayed history only when asked."""
+    store, community = request.app[STORE], request[SESSION].community
     q = request.query
     status = _pick(q.get("status"), STATUSES, "open")
     label = q.get("label") or None
     sort = _pick(q.get("sort"), SORTS, "severity")
     channel = q.get("channel") or None
+    replayed = q.get("replayed") == "1"
     try:
         offset = max(0, int(q.get("offset", "0")))
     except ValueError:
         offset = 0
-    rows = await store.cases(status=None if status == "all" else status, label=label, channel_id=channel,
-                             sort=sort, limit=PAGE + 1, offset=offset)
+    rows = await store.cases(community=community, status=None if status == "all" else status, label=label,
+                             channel_id=channel, sort=sort, limit=PAGE + 1, offset=offset, include_replayed=replayed)
     for row in rows:
         row["rules_fired"] = [h["rule"] for h in _active_rules(row["detail"])]
-    filters = {"status": status, "label": label or "", "sort": sort, "channel": channel or ""}
+    filters = {"status": status, "label": label or "", "sort": sort, "channel": channel or "",
+               "replayed": "1" if replayed else ""}
+    replay_open = len(await store.cases(community=community, kind="replay", limit=1))
     return await render(request, "queue.html", rows=rows[:PAGE], more=len(rows) > PAGE, offset=offset,
-                        filters=filters, statuses=STATUSES, sorts=SORTS,
-                        channels=await queries.case_channels(store), back=request.path_qs)
+                        filters=filters, statuses=STATUSES, sorts=SORTS, replay_open=replay_open,
+                        channels=await queries.case_channels(store, community), back=request.path_qs)
 
 
 async def _case_context(request: web.Request, case_id: int) -> dict:
-    store, policy = request.app[STORE], request.app[PIPELINE].policy
+    store, policy, community = request.app[STORE], request.app[PIPELINE].policy, request[SESSION].community
     try:
-        case = await store.case(case_id)
+        case = await store.case(case_id, community=community)
     except CaseNotFound:
         raise web.HTTPNotFound(text=f"no case #{case_id}\n") from None
     detail = case["detail"]
-    earlier = [c for c in await store.cases(status=None, author_id=case["author_id"], sort="newest", limit=21)
-               if c["id"] != case_id][:20]
-    order = [c["id"] for c in await store.cases(status="open", sort="severity", limit=500)]
+    earlier = [c for c in await store.cases(community=community, status=None, author_id=case["author_id"],
+                                            sort="newest", limit=21) if c["id"] != case_id][:20]
+    order = [c["id"] for c in await store.cases(community=community, status="open", sort="severity", limit=500)]
     pos = order.index(case_id) if case_id in order else None
     return {
         "case": case, "detail": detail, "text_html": highlight(case["text"], detail.get("rules", [])),
-        "note": note_of(policy, detail), "proposed": proposed_note(policy, detail),
+        "note": note_of(policy, detail), "proposed": proposed_note(policy, case),
         "resources": crisis_resources(policy) if case["action"] == "escalate" else (),
-        "earlier": earlier, "audit": await store.audit_log(case_id=case_id, limit=50),
+        "earlier": earlier, "audit": await store.audit_log(community=community, case_id=case_id, limit=50),
         "replies": await store.replies(case["post_id"]),
+        "pending": await store.pending_actions(community=community, case_id=case_id),
         "prev_id": order[pos - 1] if pos else None,
         "next_id": order[pos + 1] if pos is not None and pos + 1 < len(order) else (order[0] if pos is None and order else None),
         "reason_codes": policy.community.reason_codes, "sandbox": case["platform"] == queries.SANDBOX,
@@ -70,10 +80,10 @@ async def _case_context(request: web.Request, case_id: int) -> dict:
 
 
 def _case_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["case_id"])
-    except ValueError:
-        raise web.HTTPNotFound(text="no such case\n") from None
+    raw = request.match_info["case_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPNotFound(text="no such case\n")
+    return int(raw)
 
 
 async def case_page(request: web.Request) -> web.Response:
@@ -82,52 +92,58 @@ async def case_page(request: web.Request) -> web.Response:
     return await render(request, "case.html", error=None, done=request.query.get("done"), **ctx)
 
 
-async def _send_note(request: web.Request, case: dict, moderator: str) -> None:
-    """Post the proposed note into the sandbox (the only channel the dashboard can post to)."""
-    store, policy = request.app[STORE], request.app[PIPELINE].policy
-    if case["platform"] != queries.SANDBOX:
-        raise CaseConflict(f"this post is on {case['platform']}: use the Send note button on its card there")
-    note = proposed_note(policy, case["detail"])
-    if note is None:
-        raise CaseConflict("no caution note fits this post; dismiss, remove or escalate it instead")
-    await store.claim(case["id"], moderator)  # refuses if another moderator holds the case
-    if not await store.claim_reply(case["post_id"], "note"):
-        raise CaseConflict("a note was already sent for this post")
-    await store.set_reply_message(case["post_id"], "note", f"sandbox-{case['post_id']}-note")
-    await store.record_note(case["channel_id"], case["author_id"], note.topic)
-    await store.audit(moderator, "note_sent", case_id=case["id"], post_id=case["post_id"],
-                      decision_id=case["decision_id"], detail={"note_id": note.id})
+async def run_sandbox_actions(store) -> None:
+    """Carry out what moderators decided for sandbox posts: the dashboard is the sandbox's platform."""
+    for row in await store.take_actions(queries.SANDBOX):
+        if row["kind"] == "post_note":
+            await store.set_reply_message(row["post_id"], "note", f"sandbox-{row['post_id']}-note")
+            await store.audit(row["actor"], "note_sent", community=row["community_id"], case_id=row["case_id"],
+                              post_id=row["post_id"], detail={"note_id": row["detail"].get("note_id")})
+        elif row["kind"] == "delete_post":
+            post = await store.post(row["post_id"], community=row["community_id"])
+            if post is not None:
+                await store.delete_post(queries.SANDBOX, post["message_id"], actor=row["actor"])
+        await store.finish_action(row["id"], "done")
 
 
 async def case_action(request: web.Request) -> web.Response:
-    """POST /case/{id}/{action}: claim or resolve the case as this moderator."""
-    store = request.app[STORE]
+    """POST /case/{id}/{action}: claim, unclaim or resolve the case as this moderator, in their community."""
     case_id, action = _case_id(request), request.match_info["action"]
     if action not in ACTIONS:
         raise web.HTTPNotFound(text=f"unknown action '{action}'\n")
-    moderator = request[SESSION].moderator
+    session = request[SESSION]
     form = await request.post()
     reason = str(form.get("reason", "")) or None
-    codes = request.app[PIPELINE].policy.community.reason_codes
+    cases = service(request)
     try:
-        case = await store.case(case_id)
-        if action in NEEDS_REASON and reason not in codes:
-            raise ValueError(f"choose a reason for '{action}' (one of: {', '.join(codes)})")
         if action == "claim":
-            await store.claim(case_id, moderator)
+            await cases.claim(session.community, case_id, session.moderator_id)
+        elif action == "unclaim":
+            await cases.unclaim(session.community, case_id, session.moderator_id)
+        elif action == "send_note":
+            await cases.send_note(session.community, case_id, session.moderator_id)
+        elif action == "dismiss":
+            await cases.dismiss(session.community, case_id, session.moderator_id, reason)
+        elif action == "remove":
+            await cases.remove(session.community, case_id, session.moderator_id, reason)
         else:
-            if action == "send_note":
-                await _send_note(request, case, moderator)
-            await store.resolve(case_id, moderator, ACTIONS[action], reason_code=reason)
-            if action == "remove" and case["platform"] == queries.SANDBOX:
-                await store.delete_post(case["platform"], case["message_id"], actor=moderator)
+            cases._check_reason("escalate", reason)
+            await cases.escalate(session.community, case_id, session.moderator_id, reason)
     except CaseNotFound:
         raise web.HTTPNotFound(text=f"no case #{case_id}\n") from None
     except (CaseConflict, ValueError) as exc:
         ctx = await _case_context(request, case_id)
         status = 400 if isinstance(exc, ValueError) else 409
         return await render(request, "case.html", status=status, error=str(exc), done=None, **ctx)
+    await run_sandbox_actions(request.app[STORE])
     back = str(form.get("back", ""))
     if back.startswith("/queue"):
         raise web.HTTPSeeOther(back)
     raise web.HTTPSeeOther(f"/case/{case_id}?done={action}")
+
+
+async def clear_replayed(request: web.Request) -> web.Response:
+    """POST /queue/clear-replayed: close every open replayed case of this community."""
+    session = request[SESSION]
+    await service(request).clear_replayed(session.community, session.moderator_id)
+    raise web.HTTPSeeOther("/queue")

@@ -13,24 +13,26 @@ SANDBOX = "sandbox"
 
 
 async def _all(store: Store, sql: str, args: tuple = ()) -> list[dict]:
-    async with store.conn.execute(sql, args) as cur:
-        return [dict(r) for r in await cur.fetchall()]
+    return [dict(r) for r in await store._all(sql, args)]
 
 
-async def sandbox_feed(store: Store, *, limit: int = 60, post_id: int | None = None) -> list[dict]:
-    """Sandbox posts (oldest first) with their latest decision, replies, open case and withheld-note reason."""
-    where, args = "p.platform = ?", [SANDBOX]
+async def sandbox_feed(store: Store, community: str, *, limit: int = 60, post_id: int | None = None) -> list[dict]:
+    """One community's sandbox posts (oldest first) with their latest decision, replies, case and withheld reason."""
+    where, args = "p.platform = ? AND p.community_id = ?", [SANDBOX, community]
     if post_id is not None:
         where += " AND p.id = ?"
         args.append(post_id)
     rows = await _all(store,
         "SELECT p.id, p.message_id, p.channel_id, p.author_id, p.author_name, p.text, p.created_at, p.deleted_at,"
-        " d.id AS decision_id, d.action, d.detail, d.note_id FROM posts p LEFT JOIN decisions d"
+        " d.id AS decision_id, d.action, d.detail, d.note_id, d.labels FROM posts p LEFT JOIN decisions d"
         " ON d.id = (SELECT MAX(id) FROM decisions WHERE post_id = p.id)"
         f" WHERE {where} ORDER BY p.id DESC LIMIT ?", tuple(args) + (limit,))
     rows.reverse()
     for row in rows:
         row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
+        labels = json.loads(row["labels"]) if row["labels"] else []
+        row["case_like"] = {"label": labels[0] if labels else None, "action": row["action"], "detail": row["detail"],
+                            "note_id": row["note_id"]}
         row["replies"] = await store.replies(row["id"])
         cases = await _all(store, "SELECT id, status, resolution FROM cases WHERE post_id=? ORDER BY id DESC LIMIT 1",
                            (row["id"],))
@@ -41,12 +43,12 @@ async def sandbox_feed(store: Store, *, limit: int = 60, post_id: int | None = N
     return rows
 
 
-async def judged_decisions(store: Store) -> list[dict]:
-    """Decisions whose case a moderator closed as right (confirmed) or wrong (dismissed)."""
+async def judged_decisions(store: Store, community: str) -> list[dict]:
+    """One community's decisions whose case a moderator closed as right (confirmed) or wrong (dismissed)."""
     rows = await _all(store,
         "SELECT d.id, d.mode, d.scores, d.labels, c.resolution FROM decisions d JOIN cases c ON c.decision_id = d.id"
-        f" WHERE c.status = 'resolved' AND c.resolution IN ({','.join('?' * len(CONFIRMING + REJECTING))})",
-        CONFIRMING + REJECTING)
+        f" WHERE c.community_id = ? AND c.status = 'resolved' AND c.resolution IN"
+        f" ({','.join('?' * len(CONFIRMING + REJECTING))})", (community,) + CONFIRMING + REJECTING)
     for r in rows:
         r["scores"] = json.loads(r["scores"])
         r["labels"] = json.loads(r["labels"])
@@ -54,21 +56,23 @@ async def judged_decisions(store: Store) -> list[dict]:
     return rows
 
 
-async def decision_scores(store: Store, *, limit: int = 20000) -> list[dict]:
-    """The most recent decisions' mode and scores, for counting what a threshold would produce."""
-    rows = await _all(store, "SELECT mode, scores FROM decisions ORDER BY id DESC LIMIT ?", (limit,))
+async def decision_scores(store: Store, community: str, *, limit: int = 20000) -> list[dict]:
+    """One community's most recent decisions' mode and scores, for counting what a threshold would produce."""
+    rows = await _all(store, "SELECT d.mode, d.scores FROM decisions d JOIN posts p ON p.id = d.post_id"
+                             " WHERE p.community_id = ? ORDER BY d.id DESC LIMIT ?", (community, limit))
     for r in rows:
         r["scores"] = json.loads(r["scores"])
     return rows
 
 
-async def case_channels(store: Store) -> list[dict]:
-    """Channels that have cases, for the queue filter."""
+async def case_channels(store: Store, community: str) -> list[dict]:
+    """One community's channels that have cases, for the queue filter."""
     return await _all(store,
         "SELECT c.channel_id, MAX(p.channel_name) AS name, COUNT(*) AS n FROM cases c JOIN posts p ON p.id = c.post_id"
-        " GROUP BY c.channel_id ORDER BY n DESC")
+        " WHERE c.community_id = ? GROUP BY c.channel_id ORDER BY n DESC", (community,))
 
 
-async def audit_actions(store: Store) -> list[str]:
-    """Distinct audit actions and actors, for the audit filters."""
-    return [r["action"] for r in await _all(store, "SELECT DISTINCT action FROM audit ORDER BY action")]
+async def audit_actions(store: Store, community: str) -> list[str]:
+    """Distinct audit actions of one community, for the audit filters."""
+    return [r["action"] for r in await _all(store, "SELECT DISTINCT action FROM audit WHERE community_id = ?"
+                                                   " ORDER BY action", (community,))]

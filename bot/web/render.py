@@ -6,6 +6,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from bot.web.keys import PIPELINE, SESSION, STORE
+from bot.cases import _note, proposed_note as _proposed_note
 from policies.loader import PolicySet
 from policies.schema import LABELS, Note
 
@@ -47,26 +48,13 @@ def excerpt(text: str | None, n: int = 140) -> str:
 
 
 def note_of(policy: PolicySet, detail: dict) -> Note | None:
-    """The note a decision chose (looked up in the current policy)."""
-    note_id = detail.get("note_id")
-    return policy.notes.get(note_id) if note_id else None
+    """The note a decision chose (None when the current policy no longer has it in use)."""
+    return _note(policy, detail.get("note_id"))
 
 
-def proposed_note(policy: PolicySet, detail: dict) -> Note | None:
-    """The note to offer a moderator: the decision's, else the strongest matched rule's, else the label default."""
-    note = note_of(policy, detail)
-    if note:
-        return note
-    hits = sorted((h for h in detail.get("rules", []) if h.get("note") and not h.get("suppressed_by")),
-                  key=lambda h: -h.get("weight", 0))
-    for hit in hits:
-        if hit["note"] in policy.notes:
-            return policy.notes[hit["note"]]
-    for label in detail.get("labels", []):
-        default = policy.labels[label].default_note if label in policy.labels else None
-        if default and default in policy.notes:
-            return policy.notes[default]
-    return None
+def proposed_note(policy: PolicySet, case: dict) -> Note | None:
+    """The note to offer a moderator: the one chooser shared with Discord (bot.cases.proposed_note)."""
+    return _proposed_note(policy, case)
 
 
 def crisis_resources(policy: PolicySet, locale: str | None = None):
@@ -97,8 +85,11 @@ async def render(request: web.Request, template: str, *, status: int = 200, **ct
     session = request.get(SESSION)
     base = {"session": session, "path": request.path, "open_count": None}
     if session is not None:
-        base["open_count"] = await request.app[STORE].count_cases()
+        store = request.app[STORE]
+        base["open_count"] = await store.count_cases(community=session.community)
         base["policy"] = request.app[PIPELINE].policy
+        if session.role == "operator":
+            base["communities"] = sorted(set(await store.communities()) | {session.community})
     html = ENV.get_template(template).render(**base, **ctx)
     return web.Response(text=html, content_type="text/html", status=status)
 

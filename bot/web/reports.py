@@ -9,7 +9,7 @@ from datetime import date, timedelta
 from aiohttp import web
 
 from bot.web import queries
-from bot.web.keys import PIPELINE, STORE
+from bot.web.keys import PIPELINE, SESSION, STORE
 from bot.web.render import render
 from policies.schema import LABELS
 
@@ -24,7 +24,7 @@ def _audit_filters(request: web.Request) -> dict:
     q = request.query
     case = q.get("case", "").strip()
     return {"actor": q.get("actor", "").strip() or None, "action": q.get("action", "").strip() or None,
-            "case_id": int(case) if case.isdigit() else None}
+            "case_id": int(case) if case.isdigit() and len(case) <= 18 else None}
 
 
 async def audit_page(request: web.Request) -> web.Response:
@@ -35,9 +35,10 @@ async def audit_page(request: web.Request) -> web.Response:
         offset = max(0, int(request.query.get("offset", "0")))
     except ValueError:
         offset = 0
-    rows = await store.audit_log(**filters, limit=PAGE + 1, offset=offset)
+    community = request[SESSION].community
+    rows = await store.audit_log(community=community, **filters, limit=PAGE + 1, offset=offset)
     return await render(request, "audit.html", rows=rows[:PAGE], more=len(rows) > PAGE, offset=offset,
-                        filters=filters, actions=await queries.audit_actions(store),
+                        filters=filters, actions=await queries.audit_actions(store, community),
                         query=request.query_string)
 
 
@@ -49,7 +50,8 @@ def _cell(value) -> str:
 
 async def audit_csv(request: web.Request) -> web.Response:
     """GET /audit.csv: the filtered audit log as CSV."""
-    rows = await request.app[STORE].audit_log(**_audit_filters(request), limit=1_000_000)
+    rows = await request.app[STORE].audit_log(community=request[SESSION].community, **_audit_filters(request),
+                                              limit=1_000_000)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["id", "at", "actor", "action", "case_id", "post_id", "decision_id", "detail"])
@@ -90,7 +92,7 @@ def _per_day_chart(per_day: list[dict], days: int = 14) -> dict:
 
 async def stats_page(request: web.Request) -> web.Response:
     """GET /stats: cases per day by label, outcome mix, judged note precision, per-rule hits and dismiss rate."""
-    stats = await request.app[STORE].stats()
+    stats = await request.app[STORE].stats(community=request[SESSION].community)
     outcomes = sorted(stats["cases_by_outcome"].items(), key=lambda kv: -kv[1])
     top_outcome = max([n for _, n in outcomes] + [1])
     rules = []

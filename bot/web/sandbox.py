@@ -11,7 +11,7 @@ from bot.pipeline import Outcome, Pipeline
 from bot.storage.clock import utcnow
 from bot.web import queries
 from bot.web.auth import NAME_RE
-from bot.web.keys import PIPELINE, STORE
+from bot.web.keys import PIPELINE, SESSION, STORE
 from bot.web.render import fragment, render
 
 MAX_TEXT = 4000
@@ -28,17 +28,21 @@ SEED = (
 )
 
 
-def sandbox_post(name: str, text: str, *, now: datetime | None = None) -> Post:
-    """A Post in the sandbox channel from the member `name`."""
+def sandbox_post(name: str, text: str, *, community: str = queries.SANDBOX, now: datetime | None = None) -> Post:
+    """A Post in a community's sandbox channel from the member `name`."""
     return Post(platform=queries.SANDBOX, message_id=uuid.uuid4().hex, channel_id=queries.SANDBOX,
-                author_id=f"sandbox:{name.lower()}", text=text, community_id=queries.SANDBOX, author_name=name,
+                author_id=f"sandbox:{name.lower()}", text=text, community_id=community, author_name=name,
                 channel_name=queries.SANDBOX, created_at=now)
 
 
-async def post_to_sandbox(pipeline: Pipeline, name: str, text: str, *, now: datetime | None = None) -> Outcome:
-    """Run a sandbox post through the Pipeline and 'post' Caveat's reply (it is shown from storage)."""
-    post = sandbox_post(name, text, now=now)
-    outcome = await pipeline.handle(post, now=now)
+async def post_to_sandbox(pipeline: Pipeline, name: str, text: str, *, community: str = queries.SANDBOX,
+                          now: datetime | None = None) -> Outcome:
+    """Run a sandbox post through the Pipeline and 'post' Caveat's reply (it is shown from storage).
+
+    The sandbox always shows live behaviour, whatever the community's shadow mode: it is where moderators
+    try what members would see."""
+    post = sandbox_post(name, text, community=community, now=now)
+    outcome = await pipeline.handle(post, shadow=False, now=now)
     if outcome.reply:
         await pipeline.reply_sent(post, outcome, f"sandbox-{outcome.post_id}-{outcome.reply}", now=now)
     return outcome
@@ -47,7 +51,7 @@ async def post_to_sandbox(pipeline: Pipeline, name: str, text: str, *, now: date
 async def seed(pipeline: Pipeline, *, now: datetime | None = None) -> int:
     """Add the example posts once, to a database with no sandbox posts; returns how many were added."""
     store = pipeline.store
-    if await store.get_setting("web", "seeded") or await queries.sandbox_feed(store, limit=1):
+    if await store.get_setting("web", "seeded") or await queries.sandbox_feed(store, queries.SANDBOX, limit=1):
         return 0
     now = now or utcnow()
     for name, text, hours_ago in SEED:
@@ -68,7 +72,7 @@ def _validate(name: str, text: str) -> str | None:
 
 async def sandbox_page(request: web.Request) -> web.Response:
     """GET /sandbox: the channel with every sandbox post and Caveat's replies."""
-    feed = await queries.sandbox_feed(request.app[STORE])
+    feed = await queries.sandbox_feed(request.app[STORE], request[SESSION].community)
     return await render(request, "sandbox.html", feed=feed, error=None, name=request.query.get("as", "member"))
 
 
@@ -81,13 +85,14 @@ async def sandbox_submit(request: web.Request) -> web.StreamResponse:
     if error:
         if wants_json:
             return web.json_response({"error": error}, status=400)
-        feed = await queries.sandbox_feed(request.app[STORE])
+        feed = await queries.sandbox_feed(request.app[STORE], request[SESSION].community)
         return await render(request, "sandbox.html", status=400, feed=feed, error=error, name=name, text=text)
     pipeline = request.app[PIPELINE]
-    outcome = await post_to_sandbox(pipeline, name, text)
+    community = request[SESSION].community
+    outcome = await post_to_sandbox(pipeline, name, text, community=community)
     if not wants_json:
         raise web.HTTPSeeOther(f"/sandbox?as={name}#post-{outcome.post_id}")
-    rows = await queries.sandbox_feed(request.app[STORE], post_id=outcome.post_id)
+    rows = await queries.sandbox_feed(request.app[STORE], community, post_id=outcome.post_id)
     html = fragment("_message.html", m=rows[0], policy=pipeline.policy)
     return web.json_response({"post_id": outcome.post_id, "action": outcome.decision.action if outcome.decision else None,
                               "case_id": outcome.case_id, "html": html})

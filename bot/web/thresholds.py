@@ -84,8 +84,9 @@ def _mode(request: web.Request, policy: PolicySet, requested: str | None = None)
 
 
 async def _simulation(request: web.Request, mode: str, values) -> dict:
-    store = request.app[STORE]
-    return simulate(mode, values, await queries.decision_scores(store), await queries.judged_decisions(store))
+    store, community = request.app[STORE], request[SESSION].community
+    return simulate(mode, values, await queries.decision_scores(store, community),
+                    await queries.judged_decisions(store, community))
 
 
 async def thresholds_page(request: web.Request, *, mode: str | None = None, values=None, errors=(),
@@ -150,6 +151,10 @@ async def thresholds_submit(request: web.Request) -> web.Response:
         return await thresholds_page(request, mode=mode, errors=errors, status=400)
     if form.get("op") != "save":
         return await thresholds_page(request, mode=mode, values=values)
+    if request[SESSION].role != "operator":
+        # Thresholds are one policy file shared by every server this bot serves: only its operator saves them.
+        return await thresholds_page(request, mode=mode, values=values, status=403, errors=[
+            "only the bot's operator can save thresholds: they apply to every server this bot serves"])
     sim = await _simulation(request, mode, values)
     moderator = request[SESSION].moderator
     points, changes = _points(policy, mode, values, sim, moderator)
@@ -163,6 +168,6 @@ async def thresholds_submit(request: web.Request) -> web.Response:
         return await thresholds_page(request, mode=mode, values=values, status=400,
                                      errors=["refused, the policy file was left as it was:"] + [str(i) for i in exc.issues])
     pipeline.set_policy(new_policy)
-    await request.app[STORE].audit(moderator, "thresholds_saved",
+    await request.app[STORE].audit(moderator, "thresholds_saved", community=request[SESSION].community,
                                    detail={"mode": mode, "changes": changes, "policy_version": new_policy.version})
     raise web.HTTPSeeOther(f"/thresholds?mode={mode}&saved=1")

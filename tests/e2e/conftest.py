@@ -11,7 +11,8 @@ import yarl
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.client import BotConfig, CaveatBot
+from bot.client import CaveatBot
+from bot.community import update_config
 from bot.storage import Store
 from policies.loader import PolicyHolder, load_policy
 from fake_discord import FakeDiscord
@@ -52,8 +53,10 @@ def bot_policy_dir():
 class Harness:
     """Starts, restarts and stops the bot against the fake, and waits for it to finish with a post."""
 
-    def __init__(self, fake: FakeDiscord, db_path, policy):
+    def __init__(self, fake: FakeDiscord, db_path, policy, *, configure: bool = True,
+                 dashboard_url: str | None = "http://127.0.0.1:8080"):
         self.fake, self.db_path, self.policy = fake, db_path, policy
+        self.configure, self.dashboard_url = configure, dashboard_url
         self.bot: CaveatBot | None = None
         self.store: Store | None = None
         self._task: asyncio.Task | None = None
@@ -61,9 +64,15 @@ class Harness:
     async def start(self) -> CaveatBot:
         """Open the database and connect a new bot (what `caveat run` does, minus the token check)."""
         self.store = await Store.open(self.db_path)
-        config = BotConfig(mod_channel_id=int(self.fake.mods.id), oncall_role_id=int(self.fake.oncall_role))
-        self.bot = CaveatBot(store=self.store, policies=PolicyHolder(self.policy), config=config,
-                             scorer=None, guild_ready_timeout=0.05)
+        if self.configure:
+            # Both servers were set up with /caveat setup and went live (tests of setup itself start bare).
+            for guild in (self.fake.g1, self.fake.g2):
+                await update_config(self.store, self.policy, guild.id, "owner",
+                                    {"mod_channel_id": guild.mods.id, "oncall_role_id": guild.oncall_role,
+                                     "shadow_mode": "live"})
+        self.bot = CaveatBot(store=self.store, policies=PolicyHolder(self.policy), scorer=None,
+                             guild_ready_timeout=0.05, dashboard_url=self.dashboard_url, outbox_seconds=0.2,
+                             realert_check_seconds=0.2)
         await self.bot.login("fake-token")
         self._task = asyncio.create_task(self.bot.connect(reconnect=False))
         await asyncio.wait_for(self.bot.wait_until_ready(), 5)

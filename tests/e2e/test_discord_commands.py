@@ -26,7 +26,7 @@ async def test_slash_test_is_a_private_dry_run_with_the_full_explanation(harness
     assert fields["Note `rapa-wounds`"].startswith("Rapamycin (sirolimus) and fresh wounds")
     assert "Scored by keyword rules only" in fields["Why"]
     assert "nothing was stored or posted" in embed["footer"]["text"]
-    assert await harness.store.count_cases() == 0
+    assert await harness.store.count_cases(community=fake.guild_id) == 0
     assert not fake.find("POST", r"^/channels/")
 
 
@@ -36,7 +36,7 @@ async def test_member_is_refused_moderator_commands(harness, fake):
         reply = await slash(fake, command, options, user=fake.member)
         assert reply.json["data"]["flags"] == EPHEMERAL
         assert "needs the Manage Messages permission" in reply.json["data"]["content"]
-    refused = await harness.store.audit_log(action="command_refused")
+    refused = await harness.store.audit_log(community=fake.guild_id, action="command_refused")
     assert len(refused) == 5 and {e["actor"] for e in refused} == {fake.member.id}
 
 
@@ -67,7 +67,7 @@ async def test_case_command_shows_the_case_and_why(harness, fake):
     assert embed["title"].startswith(f"Case #{outcome.case_id}")
     assert any(f["name"] == "Why" and "stop-meds" in f["value"] for f in embed["fields"])
     reply = await slash(fake, "caveat case", {"case_id": 999}, user=fake.alice)
-    assert reply.json["data"]["content"] == "No case #999."
+    assert reply.json["data"]["content"] == "No case #999 in this server."
 
 
 async def test_policy_reload_refuses_an_invalid_policy_and_says_why(harness, fake, policy_dir):
@@ -117,4 +117,4 @@ async def test_any_member_can_forget_me(harness, fake):
     reply = await slash(fake, "caveat-forget-me", user=fake.member)
     assert reply.json["data"]["flags"] == EPHEMERAL
     assert "no longer stores the text of your 1 post(s)" in reply.json["data"]["content"]
-    assert (await harness.store.post(outcome.post_id))["text"] is None
+    assert (await harness.store.post(outcome.post_id, community=fake.guild_id))["text"] is None

@@ -1,6 +1,8 @@
 """Members' side, end to end: notes under risky posts, the emergency lane, cooldowns, edits, deletes, restarts."""
 from __future__ import annotations
 
+from bot.community import update_config
+
 from fake_discord import User
 
 RISKY = "Put the rapa cream right on the fresh surgical wound, it stops the scar"
@@ -67,7 +69,7 @@ async def test_emergency_in_a_forum_thread_gets_resources_and_pings_on_call(harn
     assert alert.json["content"].startswith(f"<@&{fake.oncall_role}> 🚨 Emergency")
     assert alert.json["allowed_mentions"] == {"parse": [], "roles": [int(fake.oncall_role)]}  # only on-call
     assert alert.json["embeds"][0]["title"].startswith(f"🚨 Case #{outcome.case_id}")
-    case = await harness.store.case(outcome.case_id)
+    case = await harness.store.case(outcome.case_id, community=fake.guild_id)
     assert case["priority"] == 4
     # The post is never removed automatically.
     assert not fake.find("DELETE", r"/messages/")
@@ -80,9 +82,9 @@ async def test_deleting_a_crisis_post_takes_down_the_public_reply_and_keeps_the_
     await harness.delete(msg)
     await fake.wait_for_request("DELETE", rf"/channels/{msg['channel_id']}/messages/{reply.response['id']}$", since=since)
     assert reply.response["id"] not in fake.messages
-    case = await harness.store.case(outcome.case_id)
+    case = await harness.store.case(outcome.case_id, community=fake.guild_id)
     assert case is not None                          # moderators keep the case (text purged)
-    [event] = await harness.store.audit_log(action="resources_removed")
+    [event] = await harness.store.audit_log(community=fake.guild_id, action="resources_removed")
     assert event["post_id"] == outcome.post_id
 
 
@@ -144,7 +146,7 @@ async def test_failed_note_is_released_and_audited(harness, fake):
     msg, outcome = await harness.post(RISKY)
     assert [r.status for r in replies_to(fake, msg)] == [403]
     assert await harness.store.replies(outcome.post_id) == {}
-    assert (await harness.store.audit_log(action="note_failed"))[0]["detail"] == {"error": "HTTP 403"}
+    assert (await harness.store.audit_log(community=fake.guild_id, action="note_failed"))[0]["detail"] == {"error": "HTTP 403"}
 
 
 def _with_community(policy, **changes):
@@ -157,14 +159,14 @@ async def test_emergency_reply_goes_out_even_when_the_alert_fails(harness, fake)
     fake.fail_next("POST", rf"^/channels/{fake.mods.id}/messages$", 403)
     msg, outcome = await harness.post(CRISIS)
     assert len(replies_to(fake, msg)) == 1
-    [failed] = await harness.store.audit_log(action="case_card_failed")
+    [failed] = await harness.store.audit_log(community=fake.guild_id, action="case_card_failed")
     assert failed["case_id"] == outcome.case_id and failed["detail"] == {"status": 403, "alert": True}
     # the case is still in the queue for /caveat queue
-    assert (await harness.store.case(outcome.case_id))["status"] == "open"
+    assert (await harness.store.case(outcome.case_id, community=fake.guild_id))["status"] == "open"
 
 
 async def test_crisis_resources_follow_the_server_locale_setting(harness, fake):
-    await harness.store.set_setting(f"guild:{fake.guild_id}", "locale", "en-GB")
+    await update_config(harness.store, harness.policy, fake.guild_id, "owner", {"locale": "en-GB"})
     msg, _ = await harness.post(CRISIS)
     [reply] = replies_to(fake, msg)
     assert "Samaritans" in reply.json["embeds"][0]["description"]

@@ -62,18 +62,20 @@ async def test_claim_then_dismiss_with_a_reason_code(harness, fake):
     patch = await fake.wait_for_request("PATCH", rf"^/channels/{fake.mods.id}/messages/{card['id']}$", since=since)
     assert "Resolved: dismissed (false positive)** · reason `false_positive`" in patch.json["embeds"][0]["fields"][-1]["value"]
     assert patch.json["components"] == []
-    actions = [(e["actor"], e["action"]) for e in await harness.store.audit_log(case_id=case_id)]
+    actions = [(e["actor"], e["action"]) for e in await harness.store.audit_log(community=fake.guild_id, case_id=case_id)]
     assert (fake.alice.id, "claim") in actions and (fake.alice.id, "dismissed") in actions
 
 
 async def test_second_moderator_is_refused_with_who_holds_the_case(harness, fake):
     card, case_id = await queued_card(harness, fake)
     await callback(fake, await fake.click_button(card, f"caveat:case:{case_id}:claim", user=fake.alice))
-    for verb in ("claim", "dismiss", "note"):
+    # The claimed card offers Unclaim in place of Claim; every action by another moderator is refused.
+    assert "Unclaim" in buttons(card) and "Claim" not in buttons(card)
+    for verb in ("unclaim", "dismiss", "note"):
         reply = await callback(fake, await fake.click_button(card, f"caveat:case:{case_id}:{verb}", user=fake.bob))
         assert reply.json["data"]["flags"] == EPHEMERAL
         assert reply.json["data"]["content"] == f"Refused: case #{case_id} is claimed by <@{fake.alice.id}>."
-    case = await harness.store.case(case_id)
+    case = await harness.store.case(case_id, community=fake.guild_id)
     assert case["status"] == "claimed" and case["claimed_by"] == fake.alice.id
 
 
@@ -81,7 +83,7 @@ async def test_member_cannot_use_moderator_buttons(harness, fake):
     card, case_id = await queued_card(harness, fake)
     reply = await callback(fake, await fake.click_button(card, f"caveat:case:{case_id}:claim", user=fake.member))
     assert reply.json["data"]["flags"] == EPHEMERAL and "Manage Messages" in reply.json["data"]["content"]
-    assert (await harness.store.case(case_id))["status"] == "open"
+    assert (await harness.store.case(case_id, community=fake.guild_id))["status"] == "open"
 
 
 async def test_buttons_still_work_after_the_bot_restarts(harness, fake):
@@ -94,7 +96,7 @@ async def test_buttons_still_work_after_the_bot_restarts(harness, fake):
 
 async def test_send_note_from_a_card_replies_once_under_the_post(harness, fake):
     card, case_id = await queued_card(harness, fake)
-    post_id = (await harness.store.case(case_id))["message_id"]
+    post_id = (await harness.store.case(case_id, community=fake.guild_id))["message_id"]
     reply = await callback(fake, await fake.click_button(card, f"caveat:case:{case_id}:note", user=fake.alice))
     [note] = fake.find("POST", rf"^/channels/{fake.general.id}/messages$")
     assert str(note.json["message_reference"]["message_id"]) == post_id
@@ -107,14 +109,14 @@ async def test_remove_post_deletes_it_with_an_audit_reason(harness, fake):
     card, case_id = await queued_card(harness, fake, RISKY)
     reply = await callback(fake, await fake.click_button(card, f"caveat:case:{case_id}:remove", user=fake.alice))
     picker = reply.response["resource"]["message"]
-    post_id = (await harness.store.case(case_id))["message_id"]
+    post_id = (await harness.store.case(case_id, community=fake.guild_id))["message_id"]
     # Discord echoes the deletion back as MESSAGE_DELETE; wait until the bot has handled that too.
     echoed = harness.bot.wait_for("caveat_post_handled", check=lambda mid, _: str(mid) == post_id, timeout=5)
     await callback(fake, await fake.choose(picker, f"caveat:reason:{case_id}:remove", ["dangerous_advice"], user=fake.alice))
     delete = await fake.wait_for_request("DELETE", rf"^/channels/{fake.general.id}/messages/{post_id}$")
     assert unquote(delete.headers["X-Audit-Log-Reason"]).startswith(f"Caveat case #{case_id}: dangerous_advice")
     await echoed
-    case = await harness.store.case(case_id)
+    case = await harness.store.case(case_id, community=fake.guild_id)
     assert case["resolution"] == "removed" and case["reason_code"] == "dangerous_advice"
     assert case["text"] is None   # the removed post's text is purged too
 

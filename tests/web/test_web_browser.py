@@ -1,6 +1,8 @@
 """Browser tests: headless Debian chromium drives the dashboard as a moderator would; screenshots each page."""
 from __future__ import annotations
 
+from bot.web.queries import SANDBOX
+
 from bot.web.sandbox import post_to_sandbox, seed
 
 from conftest import BORDERLINE, CRISIS, RISKY, shot
@@ -69,7 +71,7 @@ async def test_thresholds_page_changes_the_simulated_counts(page, dash):
         outcomes.append(await post_to_sandbox(dash.pipeline, name, text))
     # Moderators judged them: the note was right, one borderline post was removed, the other dismissed.
     for outcome, resolution in zip(outcomes, ("sent_note", "removed", "dismissed")):
-        await dash.store.resolve(outcome.case_id, "bob", resolution, reason_code="other")
+        await dash.store.resolve(outcome.case_id, "bob", resolution, community=SANDBOX, reason_code="other")
     await page.goto("/thresholds")
     row = page.locator('tr[data-key="risky_self_treatment.note"]')
     field = lambda r, name: r.locator(f'[data-field="{name}"]').inner_text()
@@ -112,5 +114,5 @@ async def test_browser_without_login_or_csrf_is_refused(browser, server, dash):
     await page.wait_for_url("**/queue")
     response = await page.request.post("/sandbox/post", form={"name": "eve", "text": RISKY})
     assert response.status == 403 and "CSRF" in await response.text()
-    assert await dash.store.count_cases() == 0
+    assert await dash.store.count_cases(community=SANDBOX) == 0
     await context.close()

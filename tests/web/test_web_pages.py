@@ -1,6 +1,8 @@
 """The dashboard's pages over HTTP: sandbox replies, queue, case actions and locking, audit, stats, thresholds."""
 from __future__ import annotations
 
+from bot.web.queries import SANDBOX
+
 import csv
 import io
 
@@ -61,7 +63,7 @@ async def test_empty_or_nameless_posts_are_refused_with_a_reason(client, dash):
     assert status == 400 and "Type a post" in data["error"]
     status, data = await _post(client, SELLER, name="")
     assert status == 400 and "member name" in data["error"]
-    assert await dash.store.count_cases() == 0
+    assert await dash.store.count_cases(community=SANDBOX) == 0
 
 
 async def test_queue_filters_by_label_and_status(client):
@@ -90,10 +92,10 @@ async def test_claim_locks_the_case_against_another_moderator(client, dash):
     try:
         await login(bob, dash.token, "bob")
         response = await _act(bob, case_id, "dismiss", reason="false_positive")
-        assert response.status == 409 and "claimed by alice" in await response.text()
+        assert response.status == 409 and "claimed by operator:alice" in await response.text()
     finally:
         await bob.close()
-    assert (await dash.store.case(case_id))["status"] == "claimed"
+    assert (await dash.store.case(case_id, community=SANDBOX))["status"] == "claimed"
 
 
 async def test_dismiss_needs_a_reason_and_is_audited(client, dash):
@@ -104,9 +106,9 @@ async def test_dismiss_needs_a_reason_and_is_audited(client, dash):
     await _act(client, case_id, "claim")
     response = await _act(client, case_id, "dismiss", reason="false_positive")
     assert response.status == 200 and "Done: dismiss" in await response.text()
-    case = await dash.store.case(case_id)
-    assert (case["resolution"], case["reason_code"], case["resolved_by"]) == ("dismissed", "false_positive", "alice")
-    actions = [r["action"] for r in await dash.store.audit_log(case_id=case_id)]
+    case = await dash.store.case(case_id, community=SANDBOX)
+    assert (case["resolution"], case["reason_code"], case["resolved_by"]) == ("dismissed", "false_positive", "operator:alice")
+    actions = [r["action"] for r in await dash.store.audit_log(community=SANDBOX, case_id=case_id)]
     assert "claim" in actions and "dismissed" in actions
 
 
@@ -114,7 +116,7 @@ async def test_send_note_posts_the_proposed_note_into_the_sandbox_once(client, d
     _, data = await _post(client, BORDERLINE, name="sam")
     assert (await _act(client, data["case_id"], "send_note")).status == 200
     assert "note" in await dash.store.replies(data["post_id"])
-    assert (await dash.store.case(data["case_id"]))["resolution"] == "sent_note"
+    assert (await dash.store.case(data["case_id"], community=SANDBOX))["resolution"] == "sent_note"
     page = await (await client.get("/sandbox")).text()
     assert "card note" in page
 
@@ -122,7 +124,7 @@ async def test_send_note_posts_the_proposed_note_into_the_sandbox_once(client, d
 async def test_remove_takes_the_sandbox_post_down(client, dash):
     _, data = await _post(client, SELLER, name="dan")
     assert (await _act(client, data["case_id"], "remove", reason="seller")).status == 200
-    assert (await dash.store.post(data["post_id"]))["text"] is None
+    assert (await dash.store.post(data["post_id"], community=SANDBOX))["text"] is None
     assert "removed by a moderator" in await (await client.get("/sandbox")).text()
 
 
@@ -148,7 +150,7 @@ async def test_stats_show_outcomes_and_flag_a_noisy_rule(client, dash):
 
 async def test_seed_fills_an_empty_sandbox_once(dash):
     assert await seed(dash.pipeline) == len(SEED)
-    assert await dash.store.count_cases() >= 4
+    assert await dash.store.count_cases(community=SANDBOX) >= 4
     assert await seed(dash.pipeline) == 0
 
 
@@ -177,7 +179,7 @@ async def test_saving_thresholds_writes_provenance_and_reloads(client, dash):
     assert dash.pipeline.policy.threshold("rules_only", "promotion", "note").value == 0.6
     assert load_policy(dash.policy_dir).version == dash.pipeline.policy.version
     assert (DEFAULT_POLICY_DIR / "thresholds.yaml").read_text() == shipped
-    assert any(r["action"] == "thresholds_saved" for r in await dash.store.audit_log())
+    assert any(r["action"] == "thresholds_saved" for r in await dash.store.audit_log(community=SANDBOX))
 
 
 async def test_invalid_thresholds_are_refused_and_the_file_is_kept(client, dash):
