@@ -5,6 +5,13 @@ from __future__ import annotations
 from fake_entities import MOD_PERMS, Channel, User, now_iso
 
 
+class RoleOption:
+    """A role given as a slash-command option: `RoleOption(guild.oncall_role)`."""
+
+    def __init__(self, role_id: str):
+        self.id = role_id
+
+
 class MemberActions:
     """Gateway events a person's actions produce; mixed into FakeDiscord."""
 
@@ -87,12 +94,27 @@ class MemberActions:
                                 channel: Channel | None = None) -> dict:
         """A user runs e.g. `caveat test` or `caveat policy reload`; returns the interaction payload."""
         names = command.split()
-        opts = [{"name": k, "type": {str: 3, int: 4, bool: 5}[type(v)], "value": v} for k, v in (options or {}).items()]
+        channel = channel or self.general
+        guild = self.guild_of(channel)
+        resolved: dict = {}
+        opts = []
+        for k, v in (options or {}).items():
+            if isinstance(v, Channel):   # a channel option: Discord sends its id and the channel under `resolved`
+                resolved.setdefault("channels", {})[v.id] = dict(v.payload(), permissions=str(MOD_PERMS))
+                opts.append({"name": k, "type": 7, "value": v.id})
+            elif isinstance(v, RoleOption):
+                role = next(r for r in guild.roles_payload() if r["id"] == v.id)
+                resolved.setdefault("roles", {})[v.id] = dict(role, hoist=False, managed=False, mentionable=True)
+                opts.append({"name": k, "type": 8, "value": v.id})
+            else:
+                opts.append({"name": k, "type": {str: 3, int: 4, bool: 5, float: 10}[type(v)], "value": v})
         for depth, name in enumerate(reversed(names[1:])):
             opts = [{"name": name, "type": 1 if depth == 0 else 2, "options": opts}]
         root = next((c for c in self.commands if c["name"] == names[0]), {"id": self.snowflake()})
         data = {"id": root["id"], "name": names[0], "type": 1, "options": opts}
-        payload = self._interaction(2, data, user, channel or self.general, None)
+        if resolved:
+            data["resolved"] = resolved
+        payload = self._interaction(2, data, user, channel, None)
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
 
