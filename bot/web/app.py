@@ -93,7 +93,7 @@ async def serve(args, policy: PolicySet, scorer, *, ready: asyncio.Event | None 
         token = await auth.ensure_token(store, renew=args.new_token)
         if token:
             # Printed once, never logged: only its hash is stored.
-            print(f"Moderator login token (shown once; keep it somewhere safe): {token}", flush=True)
+            print(f"Operator login token (shown once; keep it somewhere safe): {token}", flush=True)
         pipeline = Pipeline(store, policy, scorer)
         if not args.no_seed and await sandbox.seed(pipeline):
             print(f"Added {len(sandbox.SEED)} example posts to the sandbox channel.", flush=True)
