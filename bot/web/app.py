@@ -11,7 +11,7 @@ from aiohttp import web
 
 from bot.pipeline import Pipeline
 from bot.storage import Store, default_db_path
-from bot.web import auth, cases, reports, sandbox, thresholds
+from bot.web import auth, cases, reports, sandbox, settings, thresholds
 from bot.web.keys import AUTH, PIPELINE, POLICY_DIR, STORE
 from policies.loader import PolicySet, load_policy, warn_once
 
@@ -65,6 +65,8 @@ def build_app(store: Store, pipeline: Pipeline, policy_dir: str, *, secure_cooki
     r.add_get("/audit", reports.audit_page)
     r.add_get("/audit.csv", reports.audit_csv)
     r.add_get("/stats", reports.stats_page)
+    r.add_get("/settings", settings.settings_page)
+    r.add_post("/settings", settings.settings_submit)
     r.add_get("/thresholds", thresholds.thresholds_page)
     r.add_post("/thresholds", thresholds.thresholds_submit)
     r.add_get("/thresholds/simulate", thresholds.simulate_json)

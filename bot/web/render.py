@@ -13,7 +13,7 @@ from policies.schema import LABELS, Note
 ENV = Environment(loader=PackageLoader("bot.web", "templates"), autoescape=select_autoescape(["html"]),
                   trim_blocks=True, lstrip_blocks=True)
 NAV = (("/sandbox", "Sandbox"), ("/queue", "Queue"), ("/audit", "Audit log"), ("/stats", "Stats"),
-       ("/thresholds", "Thresholds"))
+       ("/thresholds", "Thresholds"), ("/settings", "Settings"))
 
 
 def highlight(text: str | None, rules: list[dict]) -> Markup:

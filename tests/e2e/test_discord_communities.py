@@ -265,3 +265,19 @@ async def test_after_the_notes_expire_the_bot_runs_and_the_crisis_lane_works(fak
         assert risky.reply is None and risky.decision.action == "queue" and risky.case_id
     finally:
         await harness.stop()
+
+
+async def test_a_button_carrying_another_servers_case_id_is_refused(harness, fake):
+    """Even a forged component id cannot reach a case of another server."""
+    import copy
+    _, theirs = await harness.post(QUEUED, author=fake.dave, channel=fake.g2.general)
+    since = fake.mark()
+    _, mine = await harness.post(QUEUED)
+    [card] = [r for r in posted(fake, fake.mods, since) if r.json.get("embeds")]
+    forged = copy.deepcopy(fake.messages[card.response["id"]])
+    for row in forged["components"]:
+        for c in row["components"]:
+            c["custom_id"] = c["custom_id"].replace(f":{mine.case_id}:", f":{theirs.case_id}:")
+    reply = await click(fake, forged, f"caveat:case:{theirs.case_id}:claim", user=fake.alice)
+    assert reply.json["data"]["content"] == f"No case #{theirs.case_id} in this server."
+    assert (await harness.store.case(theirs.case_id, community=fake.g2.id))["status"] == "open"
