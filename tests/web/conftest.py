@@ -110,3 +110,31 @@ async def shot(pg, name: str) -> None:
     """Save a full-page screenshot to test-artifacts/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def link_login(client: TestClient, store, community: str, moderator_id: str, name: str = "mod", *,
+                     minutes: float = 15):
+    """Log in the way `/caveat dashboard` does: a one-time link, its confirm page, then the confirm POST.
+    Returns the response after the redirect."""
+    token = await store.create_login_link(community, moderator_id, name, minutes=minutes)
+    page = await client.get(f"/login/link/{token}")
+    return await client.post(f"/login/link/{token}", data={"csrf": csrf_in(await page.text())})
+
+
+@pytest.fixture
+async def moderator(dash):
+    """Make moderators logged in by one-time links: `await moderator("111", "9001", "mina")` returns a client
+    whose session shows community 111 only (clients are closed after the test)."""
+    clients = []
+
+    async def make(community: str, moderator_id: str, name: str = "mod") -> TestClient:
+        c = TestClient(TestServer(dash.app))
+        await c.start_server()
+        clients.append(c)
+        response = await link_login(c, dash.store, community, moderator_id, name)
+        assert response.status == 200 and response.url.path == "/queue", await response.text()
+        return c
+
+    yield make
+    for c in clients:
+        await c.close()
