@@ -54,7 +54,7 @@ class CaveatBot(commands.Bot):
 
     def __init__(self, *, store: Store, policies: PolicyHolder, scorer=None, sync_commands: bool = True,
                  dashboard_url: str | None = None, outbox_seconds: float = 2.0, realert_check_seconds: float = 30.0,
-                 **options):
+                 crisis_retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0), **options):
         super().__init__(command_prefix=commands.when_mentioned, intents=caveat_intents(), help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(), **options)
         self.store = store
@@ -65,6 +65,7 @@ class CaveatBot(commands.Bot):
         self.dashboard_url = (dashboard_url or "").rstrip("/") or None
         self.outbox_seconds = outbox_seconds
         self.realert_check_seconds = realert_check_seconds
+        self.crisis_retry_delays = crisis_retry_delays  # background retries of a failed crisis reply
         self.sync_commands = sync_commands
         self.tree.on_error = self._on_app_command_error
 

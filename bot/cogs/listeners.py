@@ -5,6 +5,7 @@ extensions (and the end-to-end tests) can react once Caveat is done with a post.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -23,6 +24,12 @@ class Listeners(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.store = bot.store
+        self._retries: set[asyncio.Task] = set()
+
+    async def cog_unload(self) -> None:
+        """Stop background crisis-reply retries (a restart re-reads nothing of them: the audit log has them)."""
+        for task in self._retries:
+            task.cancel()
 
     def _exempt(self, channel, author) -> bool:
         """Exempt channels (by id or name; a thread inherits its parent's) and exempt roles (id or name)."""
@@ -138,24 +145,72 @@ class Listeners(commands.Cog):
             await self.store.audit("caveat", event, community=community, post_id=post_id, detail=detail)
 
     async def _act(self, message: discord.Message, post: Post, outcome) -> None:
-        """Post the reply the Pipeline reserved, then the case card (with an alert for emergencies)."""
+        """Post the reply the Pipeline reserved and the case card. For a member in crisis the moderators are
+        alerted FIRST, and the alert says truthfully whether the crisis reply went out."""
         d = outcome.decision
-        delivered = None
         if outcome.reply == "resources":
-            delivered = await self._reply(message, post, outcome, embed=render.resources_embed(d.resources))
-        elif outcome.reply == "note" and d.note is not None:
+            await self._card(post, outcome, alert=True, status="sending")
+            embed = render.resources_embed(d.resources)
+            error = await self._send_resources(message, post, outcome, embed)
+            if error is None:
+                await self._alert_status(post, outcome, "delivered")
+            else:
+                await self._alert_status(post, outcome, "retrying", error)
+                task = asyncio.create_task(self._retry_resources(message, post, outcome, embed, error))
+                self._retries.add(task)
+                task.add_done_callback(self._retries.discard)
+            return
+        if outcome.reply == "note" and d.note is not None:
             await self._reply(message, post, outcome, embed=render.note_embed(d.note),
                               view=note_view(outcome.decision_id))
         if outcome.case_id is not None:
-            alert = d.action == "escalate" and not outcome.replayed
-            # The case is stored either way; a failed card must not hide the failure, nor undo the reply above.
-            try:
-                await self.bot.get_cog("Review").publish_card(post.community_id, outcome.case_id, alert=alert,
-                                                              resources_posted=delivered)
-            except discord.HTTPException as exc:
-                log.warning("could not post the card of case %s: HTTP %s", outcome.case_id, exc.status)
-                await self.store.audit("caveat", "case_card_failed", community=post.community_id,
-                                       case_id=outcome.case_id, detail={"status": exc.status, "alert": alert})
+            await self._card(post, outcome, alert=d.action == "escalate" and not outcome.replayed,
+                             status="not_sent" if d.action == "escalate" else None)
+
+    async def _card(self, post: Post, outcome, *, alert: bool, status: str | None) -> None:
+        """Post the case card; the case is stored either way, and a failed card must not hide the failure."""
+        if outcome.case_id is None:
+            return
+        try:
+            await self.bot.get_cog("Review").publish_card(post.community_id, outcome.case_id, alert=alert,
+                                                          crisis_status=status)
+        except discord.HTTPException as exc:
+            log.warning("could not post the card of case %s: HTTP %s", outcome.case_id, exc.status)
+            await self.store.audit("caveat", "case_card_failed", community=post.community_id,
+                                   case_id=outcome.case_id, detail={"status": exc.status, "alert": alert})
+
+    async def _alert_status(self, post: Post, outcome, status: str, error: str | None = None) -> None:
+        if outcome.case_id is None:
+            return
+        try:
+            await self.bot.get_cog("Review").update_alert(post.community_id, outcome.case_id, status, error)
+        except discord.HTTPException as exc:
+            log.warning("could not update the alert of case %s: HTTP %s", outcome.case_id, exc.status)
+
+    async def _send_resources(self, message: discord.Message, post: Post, outcome, embed) -> str | None:
+        """One attempt at the crisis reply; None when Discord accepted it, else the error (the reservation is
+        kept while retries remain)."""
+        try:
+            sent = await message.reply(embed=embed, allowed_mentions=NO_PINGS, mention_author=False)
+        except discord.HTTPException as exc:
+            log.warning("could not post the crisis resources for post %s: HTTP %s", post.key, exc.status)
+            await self.store.audit("caveat", "resources_attempt_failed", community=post.community_id,
+                                   post_id=outcome.post_id, case_id=outcome.case_id,
+                                   detail={"error": f"HTTP {exc.status}"})
+            return f"HTTP {exc.status}"
+        await self.bot.pipeline.reply_sent(post, outcome, str(sent.id))
+        return None
+
+    async def _retry_resources(self, message, post: Post, outcome, embed, error: str) -> None:
+        """Keep trying the crisis reply in the background; the alert follows each outcome."""
+        for delay in self.bot.crisis_retry_delays:
+            await asyncio.sleep(delay)
+            error = await self._send_resources(message, post, outcome, embed)
+            if error is None:
+                await self._alert_status(post, outcome, "delivered")
+                return
+        await self.bot.pipeline.reply_failed(outcome, error)
+        await self._alert_status(post, outcome, "failed", error)
 
     async def _reply(self, message: discord.Message, post: Post, outcome, **kwargs) -> bool:
         """Post the reserved reply; True when Discord accepted it."""

@@ -38,6 +38,23 @@ def role_ping(role_id: str | None) -> tuple[str, discord.AllowedMentions]:
     return f"<@&{role_id}> ", discord.AllowedMentions(everyone=False, users=False, roles=[discord.Object(int(role_id))])
 
 
+CRISIS_STATUS = {
+    "sending": "Crisis resources are being posted under the post now.",
+    "delivered": "Crisis resources were posted under the post.",
+    "retrying": "Crisis resources could NOT be posted yet ({error}); Caveat keeps trying. Please reach out to the "
+                "member directly.",
+    "failed": "Crisis resources could NOT be posted ({error}); Caveat gave up. Please reach out to the member "
+              "directly.",
+    "not_sent": "No crisis reply was posted (it was already sent for this post, or this is a replay).",
+}
+
+
+def alert_text(case_id: int, status: str | None, ping: str = "", error: str | None = None) -> str:
+    """The emergency alert's first line, saying truthfully where the crisis reply stands."""
+    line = CRISIS_STATUS.get(status or "", "").format(error=error or "unknown error")
+    return f"{ping}🚨 Emergency: a member may be in crisis (case #{case_id}). {line}".strip()
+
+
 class CaseButton(discord.ui.DynamicItem[discord.ui.Button],
                  template=r"caveat:case:(?P<id>\d+):(?P<verb>claim|unclaim|note|dismiss|remove|escalate)"):
     """A moderator action on a case card: custom id `caveat:case:<id>:<verb>`."""
@@ -155,9 +172,9 @@ class Review(commands.Cog):
         return f"<@{case['author_id']}> disputes the note: {reason}" if reason else "The author disputes the note."
 
     async def publish_card(self, community: str, case_id: int, *, alert: bool = False,
-                           resources_posted: bool | None = None) -> None:
+                           crisis_status: str | None = None) -> None:
         """Post the case card in this server's moderators' channel, or update it; an alert pings on-call and says
-        truthfully whether the crisis reply went out."""
+        truthfully where the crisis reply stands (see `alert_text`)."""
         case = await self.store.case(case_id, community=community)
         embed = render.case_embed(case, self.bot.policy, extra=await self._dispute_text(case))
         view = case_view(case)
@@ -173,17 +190,27 @@ class Review(commands.Cog):
         content, mentions = None, NO_PINGS
         config = await self.bot.community_config(community)
         if alert:
-            delivery = {True: "Crisis resources were posted under the post.",
-                        False: "Posting crisis resources FAILED: please reach out to the member directly."}
-            content = f"🚨 Emergency: a member may be in crisis (case #{case_id}). {delivery.get(resources_posted, '')}"
             ping, mentions = role_ping(config.oncall_role_id)
-            content = (ping + content).strip()
+            content = alert_text(case_id, crisis_status, ping)
         msg = await channel.send(content=content, embed=embed, view=view, allowed_mentions=mentions)
         await self.store.set_case_card(case_id, str(msg.id))
         await self.store.audit("caveat", "alert_sent" if alert else "case_card_posted", community=community,
                                case_id=case_id, post_id=case["post_id"],
                                detail={"message_id": str(msg.id), "pinged_role": bool(alert and config.oncall_role_id),
-                                       "resources_posted": resources_posted})
+                                       "crisis_reply": crisis_status})
+
+    async def update_alert(self, community: str, case_id: int, status: str, error: str | None = None) -> None:
+        """Say on the alert where the crisis reply now stands (an edit pings nobody again)."""
+        case = await self.store.case(case_id, community=community)
+        channel = await self.bot.mod_channel(community)
+        if channel is None or not case.get("card_message_id"):
+            return
+        config = await self.bot.community_config(community)
+        ping, _ = role_ping(config.oncall_role_id)
+        await channel.get_partial_message(int(case["card_message_id"])).edit(
+            content=alert_text(case_id, status, ping, error), allowed_mentions=NO_PINGS)
+        await self.store.audit("caveat", "alert_updated", community=community, case_id=case_id,
+                               detail={"crisis_reply": status, "error": error})
 
     async def escalation_alert(self, community: str, case_id: int, actor: str, *, realert: bool = False) -> bool:
         """Ping this server's on-call role about a case; False when there is nowhere to post."""

@@ -72,7 +72,7 @@ class Harness:
                                      "shadow_mode": "live"})
         self.bot = CaveatBot(store=self.store, policies=PolicyHolder(self.policy), scorer=None,
                              guild_ready_timeout=0.05, dashboard_url=self.dashboard_url, outbox_seconds=0.2,
-                             realert_check_seconds=0.2)
+                             realert_check_seconds=0.2, crisis_retry_delays=(0.1, 0.2))
         await self.bot.login("fake-token")
         self._task = asyncio.create_task(self.bot.connect(reconnect=False))
         await asyncio.wait_for(self.bot.wait_until_ready(), 5)

@@ -108,7 +108,7 @@ async def test_setup_sets_this_servers_channel_role_and_mode_and_refuses_bad_val
         assert "Samaritans" in str(resources.json["embeds"])   # the server's locale
         [alert] = posted(fake, fake.g2.mods, since)
         assert alert.json["content"].startswith(f"<@&{fake.g2.oncall_role}> 🚨 Emergency")
-        assert "Crisis resources were posted" in alert.json["content"]
+        assert "Crisis resources were posted" in fake.messages[alert.response["id"]]["content"]
         # g1 was not set up: its posts still stay in shadow mode and its channel gets nothing of g2's.
         assert not posted(fake, fake.g1.mods, since)
         _, g1_post = await harness.post(RISKY)

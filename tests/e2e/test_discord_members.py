@@ -1,6 +1,8 @@
 """Members' side, end to end: notes under risky posts, the emergency lane, cooldowns, edits, deletes, restarts."""
 from __future__ import annotations
 
+import asyncio
+
 from bot.community import update_config
 
 from fake_discord import User
@@ -178,3 +180,37 @@ async def test_exempt_channel_and_its_threads_are_ignored(harness, fake):
     await harness.post(RISKY, author=fake.other_member)     # sentinel in #general
     assert not fake.find("POST", rf"^/channels/{fake.thread.id}/messages$")
     assert len(fake.find("POST", rf"^/channels/{fake.mods.id}/messages$")) == 1
+
+
+async def test_the_crisis_alert_goes_out_first_and_says_truthfully_what_was_delivered(harness, fake):
+    fake.fail_next("POST", rf"^/channels/{fake.general.id}/messages$", 403)
+    since = fake.mark()
+    msg, outcome = await harness.post(CRISIS)
+    posts = [r for r in fake.requests[since:] if r.method == "POST" and "/messages" in r.path]
+    assert posts[0].path == f"/channels/{fake.mods.id}/messages"   # moderators hear first
+    assert "being posted under the post now" in posts[0].json["content"]
+    alert_id = posts[0].response["id"]
+    # The first reply failed: the alert says so at once, and Caveat retries in the background.
+    assert "could NOT be posted yet (HTTP 403); Caveat keeps trying" in fake.messages[alert_id]["content"]
+    retry = await fake.wait_for_request("POST", rf"^/channels/{fake.general.id}/messages$", since=since + 2)
+    assert retry.status == 200
+    patch = await fake.wait_for_request("PATCH", rf"^/channels/{fake.mods.id}/messages/{alert_id}$",
+                                        since=fake.requests.index(retry))
+    assert "Crisis resources were posted under the post." in patch.json["content"]
+    assert await harness.store.replies(outcome.post_id) == {"resources": retry.response["id"]}
+
+
+async def test_a_crisis_reply_that_never_goes_out_is_reported_as_failed(harness, fake):
+    for _ in range(3):  # the first attempt and both retries
+        fake.fail_next("POST", rf"^/channels/{fake.general.id}/messages$", 403)
+    since = fake.mark()
+    msg, outcome = await harness.post(CRISIS)
+    alert_id = [r for r in fake.find("POST", rf"^/channels/{fake.mods.id}/messages$", since=since)][0].response["id"]
+    for _ in range(50):
+        if "gave up" in fake.messages[alert_id]["content"]:
+            break
+        await asyncio.sleep(0.05)
+    assert "Crisis resources could NOT be posted (HTTP 403); Caveat gave up. Please reach out" in \
+        fake.messages[alert_id]["content"]
+    assert await harness.store.replies(outcome.post_id) == {}
+    assert len(await harness.store.audit_log(community=fake.guild_id, action="resources_attempt_failed")) == 3
