@@ -136,8 +136,8 @@ class Pipeline:
                       edited: bool = False, replayed: bool = False) -> Outcome:
         """Inside the post's transaction: decision, audit, case, and the reply with its cooldown."""
         store, community = self.store, post.community_id
-        decision_id = await store.save_decision(post_id, decision, community=community, shadow=shadow or replayed,
-                                                now=now)
+        decision_id = await store.save_decision(post_id, decision, community=community, shadow=shadow,
+                                                replayed=replayed, now=now)
         await store.audit("caveat", "decision", community=community, post_id=post_id, decision_id=decision_id,
                           detail={"action": decision.action, "labels": list(decision.labels), "mode": decision.mode,
                                   "shadow": shadow, "replayed": replayed, "model_version": decision.model_version,

@@ -33,7 +33,7 @@ class StatsMixin:
         bad = sum(1 for r in judged if r["resolution"] in REJECTING)
         rules: dict[str, dict[str, int]] = defaultdict(lambda: {"hits": 0, "dismissed": 0, "confirmed": 0})
         for r in await self._all("SELECT d.detail, c.resolution FROM decisions d JOIN posts p ON p.id = d.post_id"
-                " LEFT JOIN cases c ON c.decision_id=d.id WHERE p.community_id=?", c):
+                " LEFT JOIN cases c ON c.decision_id=d.id WHERE p.community_id=? AND d.shadow != 2", c):
             for hit in json.loads(r["detail"]).get("rules", []):
                 if hit.get("suppressed_by") or not hit.get("weight"):
                     continue

@@ -17,10 +17,13 @@ import aiosqlite
 from bot.engine.decision import Decision, Post
 from bot.storage.cases import CaseConflict, CaseNotFound, CasesMixin
 from bot.storage.clock import iso, utcnow
+from bot.storage.dashboard import DashboardQueriesMixin
 from bot.storage.db import open_db
 from bot.storage.outbox import OutboxMixin, SessionsMixin
 from bot.storage.privacy import PrivacyMixin
 from bot.storage.stats import StatsMixin
+
+REPLAYED = 2  # decisions.shadow of a post from a replayed history
 
 __all__ = ["CaseConflict", "CaseNotFound", "Store", "channel_scope", "community_scope"]
 
@@ -35,7 +38,7 @@ def channel_scope(community_id: str, channel_id: str) -> str:
     return f"community:{community_id}/channel:{channel_id}"
 
 
-class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin):
+class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, DashboardQueriesMixin):
     """All persistent state of Caveat behind one aiosqlite connection."""
 
     def __init__(self, conn: aiosqlite.Connection):
@@ -123,17 +126,20 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin):
         return dict(row) if row else None
 
     async def save_decision(self, post_id: int, decision: Decision, *, community: str, shadow: bool = False,
-                            now: datetime | None = None) -> int:
-        """Store a decision (before anything is posted) and count it in the anonymized daily totals."""
+                            replayed: bool = False, now: datetime | None = None) -> int:
+        """Store a decision (before anything is posted) and count it in the anonymized daily totals.
+
+        Column `shadow`: 0 live, 1 shadow mode, 2 replayed history (never counted as live activity)."""
         at = iso(now)
         async with self.transaction():
             cur = await self.conn.execute(
                 "INSERT INTO decisions (post_id, created_at, action, labels, scores, detail, note_id, topic, mode,"
                 " shadow, model_version, policy_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (post_id, at, decision.action, json.dumps(list(decision.labels)), json.dumps(decision.scores),
-                 json.dumps(decision.to_dict()), decision.note_id, decision.topic, decision.mode, int(shadow),
+                 json.dumps(decision.to_dict()), decision.note_id, decision.topic, decision.mode,
+                 REPLAYED if replayed else int(shadow),
                  decision.model_version, decision.policy_version))
-            for label in decision.labels or ("benign",):
+            for label in () if replayed else decision.labels or ("benign",):
                 await self.conn.execute(
                     "INSERT INTO daily_counts (community_id, day, label, action, count) VALUES (?,?,?,?,1)"
                     " ON CONFLICT (community_id, day, label, action) DO UPDATE SET count = count + 1",

@@ -52,7 +52,7 @@ async def queue_page(request: web.Request) -> web.Response:
     replay_open = len(await store.cases(community=community, kind="replay", limit=1))
     return await render(request, "queue.html", rows=rows[:PAGE], more=len(rows) > PAGE, offset=offset,
                         filters=filters, statuses=STATUSES, sorts=SORTS, replay_open=replay_open,
-                        channels=await queries.case_channels(store, community), back=request.path_qs)
+                        channels=await store.case_channels(community), back=request.path_qs)
 
 
 async def _case_context(request: web.Request, case_id: int) -> dict:

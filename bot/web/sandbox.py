@@ -51,7 +51,7 @@ async def post_to_sandbox(pipeline: Pipeline, name: str, text: str, *, community
 async def seed(pipeline: Pipeline, *, now: datetime | None = None) -> int:
     """Add the example posts once, to a database with no sandbox posts; returns how many were added."""
     store = pipeline.store
-    if await store.get_setting("web", "seeded") or await queries.sandbox_feed(store, queries.SANDBOX, limit=1):
+    if await store.get_setting("web", "seeded") or await store.sandbox_feed(queries.SANDBOX, limit=1):
         return 0
     now = now or utcnow()
     for name, text, hours_ago in SEED:
@@ -72,7 +72,7 @@ def _validate(name: str, text: str) -> str | None:
 
 async def sandbox_page(request: web.Request) -> web.Response:
     """GET /sandbox: the channel with every sandbox post and Caveat's replies."""
-    feed = await queries.sandbox_feed(request.app[STORE], request[SESSION].community)
+    feed = await request.app[STORE].sandbox_feed(request[SESSION].community)
     return await render(request, "sandbox.html", feed=feed, error=None, name=request.query.get("as", "member"))
 
 
@@ -85,14 +85,14 @@ async def sandbox_submit(request: web.Request) -> web.StreamResponse:
     if error:
         if wants_json:
             return web.json_response({"error": error}, status=400)
-        feed = await queries.sandbox_feed(request.app[STORE], request[SESSION].community)
+        feed = await request.app[STORE].sandbox_feed(request[SESSION].community)
         return await render(request, "sandbox.html", status=400, feed=feed, error=error, name=name, text=text)
     pipeline = request.app[PIPELINE]
     community = request[SESSION].community
     outcome = await post_to_sandbox(pipeline, name, text, community=community)
     if not wants_json:
         raise web.HTTPSeeOther(f"/sandbox?as={name}#post-{outcome.post_id}")
-    rows = await queries.sandbox_feed(request.app[STORE], community, post_id=outcome.post_id)
+    rows = await request.app[STORE].sandbox_feed(community, post_id=outcome.post_id)
     html = fragment("_message.html", m=rows[0], policy=pipeline.policy)
     return web.json_response({"post_id": outcome.post_id, "action": outcome.decision.action if outcome.decision else None,
                               "case_id": outcome.case_id, "html": html})
