@@ -38,7 +38,7 @@ async def audit_page(request: web.Request) -> web.Response:
     community = request[SESSION].community
     rows = await store.audit_log(community=community, **filters, limit=PAGE + 1, offset=offset)
     return await render(request, "audit.html", rows=rows[:PAGE], more=len(rows) > PAGE, offset=offset,
-                        filters=filters, actions=await queries.audit_actions(store, community),
+                        filters=filters, actions=await store.audit_actions(community),
                         query=request.query_string)
 
 

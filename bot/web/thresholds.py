@@ -85,8 +85,8 @@ def _mode(request: web.Request, policy: PolicySet, requested: str | None = None)
 
 async def _simulation(request: web.Request, mode: str, values) -> dict:
     store, community = request.app[STORE], request[SESSION].community
-    return simulate(mode, values, await queries.decision_scores(store, community),
-                    await queries.judged_decisions(store, community))
+    return simulate(mode, values, await store.decision_scores(community),
+                    await store.judged_decisions(community))
 
 
 async def thresholds_page(request: web.Request, *, mode: str | None = None, values=None, errors=(),
