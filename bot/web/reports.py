@@ -8,7 +8,6 @@ from datetime import date, timedelta
 
 from aiohttp import web
 
-from bot.web import queries
 from bot.web.keys import PIPELINE, SESSION, STORE
 from bot.web.render import render
 from policies.schema import LABELS

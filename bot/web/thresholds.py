@@ -6,7 +6,6 @@ from datetime import date
 
 from aiohttp import web
 
-from bot.web import queries
 from bot.web.keys import PIPELINE, POLICY_DIR, SESSION, STORE
 from bot.web.render import render
 from classifiers.evaluate import write_thresholds
