@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 MANIFEST = "serving.json"
@@ -59,6 +60,20 @@ def quantize(fp32: Path, int8: Path, *, heads: int, hidden: int) -> None:
         root.setLevel(level)
 
 
+@contextmanager
+def _progress_bars(shown: bool):
+    """Hide transformers' weight-loading progress bar when the export is to be quiet (a rebuild says so in one line)."""
+    from transformers.utils import logging as hf_logging
+    was = hf_logging.is_progress_bar_enabled()
+    if not shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not shown:
+            hf_logging.enable_progress_bar()
+
+
 def export(artifact: Path | None, base: str, dest: Path, *, quiet: bool = False) -> Path:
     """Write fp32 and int8 ONNX models, the tokenizer and the manifest into `dest` (atomically).
 
@@ -82,7 +97,8 @@ def export(artifact: Path | None, base: str, dest: Path, *, quiet: bool = False)
 
     started = time.perf_counter()
     say(f"preparing the int8 serving model (one time, about 10 s), cache: {dest}")
-    clf = Classifier(artifact, base=base) if artifact is not None else _Bare()
+    with _progress_bars(not quiet):
+        clf = Classifier(artifact, base=base) if artifact is not None else _Bare()
     clf.encoder.set_attn_implementation("eager")  # traces to the pattern ONNX Runtime fuses into Attention
 
     class Scorer(torch.nn.Module):

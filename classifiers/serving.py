@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shutil
+import struct
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +36,18 @@ BACKENDS = ("onnx-int8", "torch")
 
 
 class ModelUnavailable(RuntimeError):
-    """The model artifact or the base encoder cannot be found or loaded."""
+    """The model artifact, the base encoder or the serving export cannot be found or loaded; the message is one
+    line that says why (callers print it once and carry on with keyword rules only)."""
+
+    def __init__(self, reason: object = ""):
+        super().__init__(" ".join(str(reason).split()))
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line, shortened: a reason fit for one warning line, never a traceback."""
+    text = " ".join(str(exc).split())
+    out = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return out if len(out) <= limit else out[:limit - 3] + "..."
 
 
 def base_model_path(configured: str | None = None) -> str:
@@ -75,10 +90,63 @@ def default_threads() -> int:
 
 
 def read_config(artifact: Path) -> dict:
+    """The artifact's caveat_model.json (ModelUnavailable when missing, unreadable or incomplete)."""
     cfg_path = artifact / CONFIG_NAME
     if not cfg_path.is_file():
         raise ModelUnavailable(f"no trained model at {artifact} ({CONFIG_NAME} missing); run `caveat train`")
-    return json.loads(cfg_path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelUnavailable(f"{cfg_path} is unreadable ({one_line(exc)})") from exc
+    missing = [k for k in ("version", "labels") if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise ModelUnavailable(f"{cfg_path} is incomplete (no {', '.join(missing)})")
+    return config
+
+
+def check_weights(artifact: Path) -> None:
+    """The adapter file is present and whole: its safetensors header parses and the data it names is all there
+    (a truncated copy fails here, in microseconds, instead of deep inside an export)."""
+    path = artifact / WEIGHTS_NAME
+    if not path.is_file():
+        raise ModelUnavailable(f"{path} is missing: the trained model is incomplete (copy it again or run `caveat train`)")
+    try:
+        problem = _safetensors_problem(path)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        problem = one_line(exc)
+    if problem:
+        raise ModelUnavailable(f"{path} is damaged ({problem}); copy the model again or run `caveat train`")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file, or None."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, too short for a safetensors file"
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, 100_000_000):
+            return f"its header claims {n} bytes, more than the file holds ({size})"
+        header = json.loads(fh.read(n))
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    expected = 8 + n + max(ends, default=0)
+    if not ends:
+        return "it holds no tensors"
+    if size != expected:
+        return f"{size} bytes where its header promises {expected}: truncated or overwritten"
+    return None
+
+
+def check_tokenizer(path: Path) -> None:
+    """A tokenizer.json that the `tokenizers` library can load (ModelUnavailable naming the file if not)."""
+    from tokenizers import Tokenizer
+    if not path.is_file():
+        raise ModelUnavailable(f"{path} is missing: the base encoder needs a fast tokenizer (tokenizer.json)")
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as exc:  # the Rust library raises a bare Exception
+        raise ModelUnavailable(f"{path} is damaged ({one_line(exc)})") from exc
 
 
 def export_key(artifact: Path, base: str) -> str:
@@ -152,17 +220,69 @@ class OnnxClassifier:
 
 
 def prepare_onnx(artifact: str | os.PathLike | None = None, base: str | None = None, *, quiet: bool = False) -> Path:
-    """The cached export folder for this artifact and base encoder, exporting it first if needed."""
+    """The cached export folder for this artifact and base encoder, exporting it first if needed.
+    Raises ModelUnavailable (one line) when the artifact is damaged or the export cannot run."""
     artifact = artifact_path(artifact)
     base = base_model_path(base)
     folder = cache_root() / "onnx" / export_key(artifact, base)
     if not (folder / "serving.json").is_file():
+        # The cache is keyed by the model's version (a hash of its weights), so a cached export is that model even
+        # if the artifact's files were damaged since; only an export reads them, and checks them first.
+        check_weights(artifact)
         try:
-            from classifiers.export import export
+            from classifiers.export import TOKENIZER_NAME, export
         except ImportError as exc:  # torch missing: cannot export
             raise ModelUnavailable(f"no cached serving model at {folder} and the export needs torch: {exc}") from exc
-        export(artifact, base, folder, quiet=quiet)
+        check_tokenizer(Path(base, TOKENIZER_NAME))
+        try:
+            export(artifact, base, folder, quiet=quiet)
+        except ModelUnavailable:
+            raise
+        except Exception as exc:  # torch, transformers, safetensors and onnx each raise their own types
+            raise ModelUnavailable(f"could not build the int8 serving model in {folder} ({one_line(exc)})") from exc
     return folder
+
+
+def _open_onnx(folder: Path, threads: int | None) -> OnnxClassifier:
+    """Load an export and score one probe: a damaged file fails here, not on the first member's post."""
+    clf = OnnxClassifier(folder, threads=threads)
+    try:
+        probe = clf.predict_serial(["."])[0]
+        if set(probe) != set(clf.labels) or not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in probe.values()):
+            raise ValueError(f"the probe scored {probe!r}")
+    except BaseException:
+        if clf._pool is not None:
+            clf._pool.shutdown(wait=False)
+        raise
+    return clf
+
+
+def _load_onnx(artifact, base, threads: int | None) -> OnnxClassifier:
+    """The int8 scorer from the cache; a cache that does not load (truncated, garbage, half-deleted) is deleted
+    and rebuilt once, saying so in one line; if that fails too, ModelUnavailable."""
+    folder = prepare_onnx(artifact, base)
+    try:
+        return _open_onnx(folder, threads)
+    except ModelUnavailable:  # e.g. a bad CAVEAT_THREADS: nothing wrong with the files
+        raise
+    except ImportError as exc:
+        raise ModelUnavailable(f"onnxruntime or tokenizers cannot be imported ({one_line(exc)})") from None
+    except Exception as exc:  # onnxruntime and tokenizers raise their own (non-OSError) types
+        reason = one_line(exc).replace(f"{folder}{os.sep}", "")
+    print(f"caveat: the cached int8 serving model in {folder} cannot be loaded ({reason}); rebuilding it once",
+          file=sys.stderr, flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists():
+        raise ModelUnavailable(f"the cached int8 serving model in {folder} cannot be loaded ({reason}) and cannot be"
+                               " removed to rebuild it")
+    try:
+        folder = prepare_onnx(artifact, base, quiet=True)
+        return _open_onnx(folder, threads)
+    except ModelUnavailable as exc:
+        raise ModelUnavailable(f"the cached int8 serving model was damaged ({reason}) and rebuilding it failed: {exc}") from None
+    except Exception as exc:
+        raise ModelUnavailable(f"the int8 serving model in {folder} was rebuilt and still cannot be loaded"
+                               f" ({one_line(exc)})") from None
 
 
 def load_scorer(artifact: str | os.PathLike | None = None, base: str | None = None, backend: str | None = None,
@@ -173,13 +293,14 @@ def load_scorer(artifact: str | os.PathLike | None = None, base: str | None = No
         raise ModelUnavailable(f"CAVEAT_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
     try:
         if backend == "torch":
+            check_weights(artifact_path(artifact))
             from classifiers.model import Classifier
             return Classifier(artifact_path(artifact), base=base, threads=threads)
-        return OnnxClassifier(prepare_onnx(artifact, base), threads=threads)
+        return _load_onnx(artifact, base, threads)
     except ModelUnavailable:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # any other failure to load means: no model, keyword rules only
+        raise ModelUnavailable(one_line(exc)) from exc
 
 
 _CACHE: dict[tuple, object] = {}

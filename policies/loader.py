@@ -22,6 +22,7 @@ from policies.schema import (
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent
 CITABLE = {"cite", "cite-with-care"}
+CRISIS_LABEL = "emergency"   # its bands need a max below 1.0: no threshold may switch the crisis lane off
 EXPIRY_WARNING_DAYS = 30
 log = logging.getLogger("caveat.policy")
 
@@ -80,6 +81,12 @@ class PolicySet:
     def threshold(self, mode: str, label: str, band: str) -> OperatingPoint | None:
         """The operating point for `label`/`band` in `mode` ('model' or 'rules_only')."""
         return self.thresholds.get(mode, {}).get(label, {}).get(band)
+
+    def bounds(self, label: str, band: str) -> tuple[float, float]:
+        """The (min, max) that policy.yaml allows for `label`'s `band` threshold in every mode ((0, 1) if unbounded)."""
+        lp = self.labels.get(label)
+        found = next((b for b in lp.bands if b.threshold == band), None) if lp is not None else None
+        return (found.min, found.max) if found is not None else (0.0, 1.0)
 
 
 class _Doc:
@@ -298,6 +305,13 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
             lp = _validate(LabelPolicy, raw, policy_doc, ("labels", name), issues)
             if lp is None:
                 continue
+            if name == CRISIS_LABEL:
+                for i, band in enumerate(lp.bands):
+                    if band.max >= 1.0:
+                        issues.append(PolicyIssue(policy_doc.rel, policy_doc.line("labels", name, "bands", i),
+                                                  f"labels.{name}.bands.{i}: the {band.threshold} band needs a max "
+                                                  f"below 1.0 (e.g. max: 0.9) so that no threshold can switch the "
+                                                  f"crisis lane off"))
             if lp.default_note and lp.default_note not in notes and lp.default_note not in withdrawn:
                 issues.append(PolicyIssue(policy_doc.rel, policy_doc.line("labels", name, "default_note"),
                                           f"label '{name}' names unknown note '{lp.default_note}'"))
@@ -364,6 +378,7 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
                 if band.threshold not in thresholds.get("rules_only", {}).get(name, {}):
                     issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", "rules_only"),
                                               f"rules_only.{name}.{band.threshold}: missing threshold"))
+        issues.extend(_out_of_bounds(thresholds, labels, thr_doc, policy_doc))
 
     community = None
     if comm_doc:
@@ -389,6 +404,26 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
         files=tuple(f for f in files if f != "combine.yaml" or (root / f).is_file()) + tuple(note_files),
         combine=combine, withdrawn_notes=MappingProxyType(withdrawn), warnings=tuple(warnings), as_of=today,
     )
+
+
+def _out_of_bounds(thresholds: dict, labels: dict[str, LabelPolicy], thr_doc: _Doc,
+                   policy_doc: _Doc | None) -> list[PolicyIssue]:
+    """Operating points outside the min/max their label's band sets in policy.yaml."""
+    issues = []
+    for mode, per_label in thresholds.items():
+        for label, per_band in per_label.items():
+            lp = labels.get(label)
+            for band_name, op in per_band.items():
+                i, band = next(((i, b) for i, b in enumerate(lp.bands if lp else ()) if b.threshold == band_name),
+                               (None, None))
+                if band is None or band.min <= op.value <= band.max:
+                    continue
+                which, bound = ("below the minimum", band.min) if op.value < band.min else ("above the maximum", band.max)
+                where = f"{policy_doc.rel}:{policy_doc.line('labels', label, 'bands', i)}" if policy_doc else "policy.yaml"
+                issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", mode, label, band_name, "value"),
+                                          f"{mode}.{label}.{band_name}: {op.value:g} is {which} {bound:g} that "
+                                          f"{where} allows for the {label} {band_name} threshold"))
+    return issues
 
 
 def _shown_path(path: Path) -> str:

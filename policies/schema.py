@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LABELS: tuple[str, ...] = ("emergency", "risky_self_treatment", "unsupported_claim", "promotion")
 """The four risk labels; a post with none of them over threshold is benign."""
@@ -60,10 +60,21 @@ class OperatingPoint(Strict):
 
 
 class Band(Strict):
-    """A score band of one label: at or above the named threshold, take this action."""
+    """A score band of one label: at or above the named threshold, take this action.
+
+    `min`/`max` bound the threshold any mode may set for this band (thresholds.yaml, the dashboard, `caveat eval`):
+    e.g. the emergency bands' max stays below 1.0 so that no saved threshold can switch the crisis lane off."""
 
     threshold: BandName
     action: Action
+    min: float = Field(default=0.0, ge=0.0, le=1.0)
+    max: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> "Band":
+        if self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
 
 
 class LabelPolicy(Strict):

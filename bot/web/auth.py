@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import logging
+import math
 import re
 import secrets
+import time
+from collections import deque
 from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
@@ -20,11 +27,89 @@ PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = ("/login",)
 PUBLIC_PREFIXES_LOGIN = "/login/link/"
 NAME_RE = re.compile(r"^[\w .'-]{1,40}$")
+DEFAULT_NEXT = "/queue"
+# A login's `next` may only name a path on this site: printable ASCII, no spaces or controls (see `safe_target`).
+_PATH_RE = re.compile(r"^/[!-~]*$")
+LOGIN_FAILURES = 5             # failed logins (token form and one-time links together) per client address...
+LOGIN_WINDOW_SECONDS = 300     # ...within this many seconds; then 429 until the oldest failure ages out
+log = logging.getLogger("caveat.web.auth")
 
 
 def hash_token(token: str) -> str:
     """SHA-256 hex of a login token (only the hash is stored)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def client_key(request: web.Request) -> str:
+    """The address failed logins are counted against: the peer's IP (an IPv6 client by its /64, which one
+    machine usually holds whole). Behind a reverse proxy every client shares the proxy's address."""
+    remote = request.remote or "unknown"
+    try:
+        ip = ipaddress.ip_address(remote)
+    except ValueError:
+        return remote[:64]
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+class LoginThrottle:
+    """Failed logins per client address in a sliding window, in this process's memory (a restart forgets them;
+    several `caveat serve` processes would each count their own)."""
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(self, limit: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._failures: dict[str, deque] = {}
+
+    def _recent(self, key: str) -> deque | None:
+        now = self.clock()
+        q = self._failures.get(key)
+        if q is None:
+            return None
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        if not q:
+            del self._failures[key]
+            return None
+        return q
+
+    def retry_after(self, key: str) -> int:
+        """Seconds until `key` may try again (0 when it may now)."""
+        q = self._recent(key)
+        if q is None or len(q) < self.limit:
+            return 0
+        return max(1, math.ceil(q[-self.limit] + self.window - self.clock()))
+
+    def refund(self, key: str) -> None:
+        """Take back one charged attempt (it succeeded)."""
+        q = self._failures.get(key)
+        if q:
+            q.pop()
+            if not q:
+                del self._failures[key]
+
+    def count(self, key: str) -> int:
+        """Failures (and attempts in flight) of `key` in the window."""
+        q = self._recent(key)
+        return len(q) if q else 0
+
+    def failed(self, key: str) -> int:
+        """Count one failure (or charge an attempt before checking it); returns the count of `key` in the window."""
+        q = self._recent(key)
+        if q is None:
+            if len(self._failures) >= self.MAX_CLIENTS:
+                for k in list(self._failures):   # forget clients whose failures aged out, else the oldest
+                    self._recent(k)
+                if len(self._failures) >= self.MAX_CLIENTS:
+                    del self._failures[next(iter(self._failures))]
+            q = self._failures[key] = deque()
+        q.append(self.clock())
+        return len(q)
 
 
 async def ensure_token(store: Store, *, renew: bool = False) -> str | None:
@@ -58,9 +143,10 @@ class Session:
 class Auth:
     """Checks the operator token and the server-side sessions (logout and revocation end them at once)."""
 
-    def __init__(self, store: Store, *, secure_cookies: bool = False):
+    def __init__(self, store: Store, *, secure_cookies: bool = False, throttle: LoginThrottle | None = None):
         self.store = store
         self.secure_cookies = secure_cookies
+        self.throttle = throttle or LoginThrottle()
 
     async def token_hash(self) -> str:
         """The stored hash of the current operator token ('' when none)."""
@@ -132,10 +218,62 @@ async def security_middleware(request: web.Request, handler):
     return response
 
 
+def safe_target(target: object, default: str = DEFAULT_NEXT) -> str:
+    """`target` if it is a path on this site, else `default` (no open redirects).
+
+    Normalised the way a browser reads a Location first: tabs and newlines dropped, backslashes as slashes;
+    then it must be a plain absolute path ("/queue?status=all"), not "//host", "/\\host", "/%2F/host",
+    a scheme or anything with spaces or control characters."""
+    if not isinstance(target, str) or len(target) > 2000:
+        return default
+    cleaned = re.sub(r"[\t\n\r]", "", target).replace("\\", "/")
+    if not _PATH_RE.match(cleaned) or cleaned.startswith("//"):
+        return default
+    decoded = unquote(cleaned).replace("\\", "/")
+    if decoded.startswith("//") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+        return default
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return default
+    return cleaned
+
+
 def _safe_next(target: str) -> str:
-    """Only local paths after login (no open redirects)."""
-    from urllib.parse import quote
-    return quote(target if target.startswith("/") and not target.startswith("//") else "/", safe="")
+    """The `next=` value for the login page: a local path, URL-encoded."""
+    return quote(safe_target(target, "/"), safe="")
+
+
+def _too_many(retry_after: int) -> str:
+    minutes = max(1, math.ceil(retry_after / 60))
+    return (f"Too many failed logins from your address: try again in {minutes} minute{'s' if minutes != 1 else ''}."
+            " Failed logins are logged.")
+
+
+def _charge(request: web.Request) -> str:
+    """Count an attempt as failed before checking it, so that parallel guesses cannot slip past the limit
+    (a successful one is refunded); returns the client's key."""
+    key = client_key(request)
+    request.app[AUTH].throttle.failed(key)
+    return key
+
+
+async def _login_failed(request: web.Request, key: str, via: str, reason: str) -> None:
+    """Log and audit one failed login (already counted by `_charge`): the address, the way in and why; never the
+    token, the link or the name typed (a token pasted into the name field would otherwise be kept)."""
+    auth: Auth = request.app[AUTH]
+    count = auth.throttle.count(key)
+    log.warning("failed dashboard login from %s via %s: %s (%d of %d allowed in %d s)", key, via, reason, count,
+                auth.throttle.limit, auth.throttle.window)
+    await auth.store.audit("anonymous", "web_login_failed", community="",
+                           detail={"ip": key, "via": via, "reason": reason, "recent_failures": count})
+    if count >= auth.throttle.limit:
+        log.warning("dashboard logins from %s refused for %d s after %d failures", key,
+                    auth.throttle.retry_after(key), count)
+
+
+def _throttled(request: web.Request) -> int:
+    """Seconds this client must wait before another login attempt (0 = go ahead)."""
+    return request.app[AUTH].throttle.retry_after(client_key(request))
 
 
 async def login_page(request: web.Request) -> web.Response:
@@ -143,7 +281,8 @@ async def login_page(request: web.Request) -> web.Response:
     from bot.web.render import render
     auth: Auth = request.app[AUTH]
     csrf = secrets.token_urlsafe(24)
-    response = await render(request, "login.html", csrf=csrf, next=request.query.get("next", "/queue"), error=None)
+    response = await render(request, "login.html", csrf=csrf, next=safe_target(request.query.get("next")),
+                            error=None)
     auth.set_cookie(response, LOGIN_COOKIE, csrf, 600)
     return response
 
@@ -158,17 +297,26 @@ async def login_submit(request: web.Request) -> web.Response:
     if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
         raise web.HTTPForbidden(text="refused: missing or wrong CSRF token; reload the login page\n")
     name = str(form.get("name", "")).strip()
-    target = str(form.get("next", "/queue"))
-    target = target if target.startswith("/") and not target.startswith("//") else "/queue"
-    error = None
-    if not NAME_RE.match(name):
+    target = safe_target(form.get("next", DEFAULT_NEXT))
+    error, status, wait = None, 401, _throttled(request)
+    if wait:
+        error, status = _too_many(wait), 429
+    elif not NAME_RE.match(name):
         error = "Enter your moderator name (1-40 letters, digits, spaces, . ' - or _)."
-    elif not await auth.check_token(str(form.get("token", "")).strip()):
-        error = "That token is not valid. Use the token `caveat serve` printed on first start (or run it with --new-token)."
+    else:
+        key = _charge(request)
+        if await auth.check_token(str(form.get("token", "")).strip()):
+            auth.throttle.refund(key)
+        else:
+            error = ("That token is not valid. Use the token `caveat serve` printed on first start (or run it with"
+                     " --new-token).")
+            await _login_failed(request, key, "token", "wrong token")
     if error:
         csrf = secrets.token_urlsafe(24)
-        response = await render(request, "login.html", status=401, csrf=csrf, next=target, error=error, name=name)
+        response = await render(request, "login.html", status=status, csrf=csrf, next=target, error=error, name=name)
         auth.set_cookie(response, LOGIN_COOKIE, csrf, 600)
+        if wait:
+            response.headers["Retry-After"] = str(wait)
         return response
     value = await auth.start(moderator=name, moderator_id=f"operator:{name}", community=OPERATOR_COMMUNITY,
                              role="operator")
@@ -197,11 +345,19 @@ async def link_submit(request: web.Request) -> web.Response:
     expected, sent = request.cookies.get(LOGIN_COOKIE, ""), form.get("csrf", "")
     if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
         raise web.HTTPForbidden(text="refused: missing or wrong CSRF token; open the link again\n")
+    wait = _throttled(request)
+    if wait:
+        response = await render(request, "login_link.html", status=429, csrf="", token="", error=_too_many(wait))
+        response.headers["Retry-After"] = str(wait)
+        return response
+    key = _charge(request)
     link = await auth.store.use_login_link(request.match_info["token"])
     if link is None:
+        await _login_failed(request, key, "link", "unknown, used, expired or revoked link")
         return await render(request, "login_link.html", status=401, csrf="", token="",
                             error="This login link is not valid: it was already used, has expired, or was revoked."
                                   " Ask for a new one with /caveat dashboard in Discord.")
+    auth.throttle.refund(key)
     value = await auth.start(moderator=link["moderator"], moderator_id=link["moderator_id"],
                              community=link["community_id"], role="moderator")
     response = web.HTTPSeeOther("/queue")

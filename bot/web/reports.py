@@ -19,21 +19,33 @@ NOISY_RATE = 0.5   # a rule whose judged hits are dismissed this often or more i
 NOISY_MIN_JUDGED = 2
 
 
+MAX_OFFSET = 10**9
+MAX_CASE_ID = 2**63 - 1   # SQLite's largest integer: a bigger one would not even reach the query
+
+
+def whole_number(raw: str | None, name: str, *, maximum: int, default: int | None = None) -> int | None:
+    """A query parameter as a whole number 0..maximum (ASCII digits only); `default` when absent or empty.
+    Anything else is a 400 that says what is allowed (never a 500 from int() or SQLite)."""
+    raw = (raw or "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(maximum)) or int(raw) > maximum:
+        shown = raw if len(raw) <= 24 else raw[:24] + "..."
+        raise web.HTTPBadRequest(text=f"{name} must be a whole number from 0 to {maximum}, got {shown!r}\n")
+    return int(raw)
+
+
 def _audit_filters(request: web.Request) -> dict:
     q = request.query
-    case = q.get("case", "").strip()
     return {"actor": q.get("actor", "").strip() or None, "action": q.get("action", "").strip() or None,
-            "case_id": int(case) if case.isdigit() and len(case) <= 18 else None}
+            "case_id": whole_number(q.get("case", "").strip().lstrip("#"), "case", maximum=MAX_CASE_ID)}
 
 
 async def audit_page(request: web.Request) -> web.Response:
     """GET /audit: every decision and moderator action, newest first, filterable by actor, action and case."""
     store = request.app[STORE]
     filters = _audit_filters(request)
-    try:
-        offset = max(0, int(request.query.get("offset", "0")))
-    except ValueError:
-        offset = 0
+    offset = whole_number(request.query.get("offset"), "offset", maximum=MAX_OFFSET, default=0)
     community = request[SESSION].community
     rows = await store.audit_log(community=community, **filters, limit=PAGE + 1, offset=offset)
     return await render(request, "audit.html", rows=rows[:PAGE], more=len(rows) > PAGE, offset=offset,

@@ -51,6 +51,22 @@ def parse_values(policy: PolicySet, mode: str, form) -> tuple[dict[str, dict[str
     return values, errors
 
 
+def bound_errors(policy: PolicySet, values: dict[str, dict[str, float]]) -> list[str]:
+    """Values outside the min/max that policy.yaml sets for their label's band (checked before saving)."""
+    errors = []
+    for label, per_band in values.items():
+        for band, v in per_band.items():
+            lo, hi = policy.bounds(label, band)
+            if v > hi:
+                errors.append(f"{label} {band}: {v:g} is above the maximum {hi:g} that the policy allows for this "
+                              f"threshold (policy.yaml, labels.{label})"
+                              + ("; the crisis lane cannot be switched off" if label == "emergency" else ""))
+            elif v < lo:
+                errors.append(f"{label} {band}: {v:g} is below the minimum {lo:g} that the policy allows for this "
+                              f"threshold (policy.yaml, labels.{label})")
+    return errors
+
+
 def simulate(mode: str, values: dict[str, dict[str, float]], decisions: list[dict], judged: list[dict]) -> dict:
     """What these thresholds would have produced over stored decisions, and precision/recall on judged ones."""
     modes = DECISION_MODES.get(mode, (mode,))
@@ -98,6 +114,8 @@ async def thresholds_page(request: web.Request, *, mode: str | None = None, valu
     return await render(request, "thresholds.html", status=status, mode=mode, modes=list(policy.thresholds),
                         sim=sim, saved_values=current_values(policy, mode), errors=list(errors),
                         saved=saved or request.query.get("saved") == "1",
+                        bounds={label: {b: policy.bounds(label, b) for b in names}
+                                for label, names in bands(policy, mode).items()},
                         points={label: {b: policy.threshold(mode, label, b) for b in names}
                                 for label, names in bands(policy, mode).items()})
 
@@ -154,6 +172,10 @@ async def thresholds_submit(request: web.Request) -> web.Response:
         # Thresholds are one policy file shared by every server this bot serves: only its operator saves them.
         return await thresholds_page(request, mode=mode, values=values, status=403, errors=[
             "only the bot's operator can save thresholds: they apply to every server this bot serves"])
+    out_of_bounds = bound_errors(policy, values)
+    if out_of_bounds:
+        return await thresholds_page(request, mode=mode, values=values, status=400,
+                                     errors=["refused, the policy file was left as it was:"] + out_of_bounds)
     sim = await _simulation(request, mode, values)
     moderator = request[SESSION].moderator
     points, changes = _points(policy, mode, values, sim, moderator)

@@ -70,6 +70,18 @@ CASES = [
      "YAML syntax error"),
     ("policy.yaml", "    default_note: unsupported-claim", "    default_note: nope", "default_note: nope",
      "unknown note 'nope'"),
+    # Threshold bounds (policy.yaml, per label and band): a value outside them names the thresholds.yaml line.
+    ("thresholds.yaml", "value: 0.5\n", "value: 1.0\n", "value: 1.0",
+     "rules_only.emergency.escalate: 1 is above the maximum 0.8 that policy.yaml:"),
+    ("thresholds.yaml", "value: 0.021733\n", "value: 0.9\n", "value: 0.9",
+     "model.emergency.queue: 0.9 is above the maximum 0.5"),
+    ("thresholds.yaml", "value: 0.820454\n", "value: 0.312\n", "value: 0.312",
+     "model.unsupported_claim.note: 0.312 is below the minimum 0.5"),
+    ("policy.yaml", "{threshold: escalate, action: escalate, min: 0.2, max: 0.8}",
+     "{threshold: escalate, action: escalate, min: 0.2}", "threshold: escalate, action: escalate, min: 0.2}",
+     "the escalate band needs a max below 1.0"),
+    ("policy.yaml", "{threshold: queue, action: queue, min: 0.01, max: 0.5}",
+     "{threshold: queue, action: queue, min: 0.6, max: 0.5}", "min: 0.6, max: 0.5", "min 0.6 is above max 0.5"),
 ]
 
 
@@ -192,3 +204,38 @@ def test_an_unverified_title_is_shown_as_a_plain_description(policy_dir):
     [gao] = [c for c in load_policy(policy_dir).notes["rapa-oral-side-effects"].citations if c.ref.startswith("gao")]
     assert gao.title == "Journal article in Orphanet Journal of Rare Diseases (2018)"
     assert gao.doi == "10.1186/s13023-018-0874-7" and gao.url == "https://pmc.ncbi.nlm.nih.gov/articles/PMC6092843"
+
+
+def test_bounds_name_the_policy_line_and_a_value_on_the_bound_loads(policy_dir):
+    policy_yaml = policy_dir / "policy.yaml"
+    _edit(policy_dir / "thresholds.yaml", "value: 0.5\n", "value: 0.81\n")   # rules_only emergency escalate
+    with pytest.raises(PolicyError) as err:
+        load_policy(policy_dir)
+    [issue] = err.value.issues
+    band_line = _line_of(policy_yaml, "{threshold: escalate, action: escalate")
+    assert f"that policy.yaml:{band_line} allows for the emergency escalate threshold" in issue.message
+    _edit(policy_dir / "thresholds.yaml", "value: 0.81\n", "value: 0.8\n")
+    policy = load_policy(policy_dir)
+    assert policy.bounds("emergency", "escalate") == (0.2, 0.8)
+    assert policy.bounds("emergency", "queue") == (0.01, 0.5)
+    assert policy.bounds("promotion", "note") == (0.5, 1.0)
+
+
+def test_at_the_highest_thresholds_the_bounds_allow_the_crisis_lane_still_works(policy_dir):
+    """Bounds are there so that no saved value can switch the emergency lane off: check the worst case."""
+    from bot.engine import Engine, Post
+    shipped = load_policy(policy_dir)
+    path = policy_dir / "thresholds.yaml"
+    data = yaml.safe_load(path.read_text())
+    for mode in ("rules_only", "model"):
+        for band in ("escalate", "queue"):
+            data["thresholds"][mode]["emergency"][band]["value"] = shipped.bounds("emergency", band)[1]
+    path.write_text(yaml.safe_dump(data))
+    (policy_dir / "combine.yaml").write_text("combine:\n  labels: {}\n")  # raw model probabilities
+    engine = Engine(load_policy(policy_dir))
+    crisis = Post("t", "1", "c", "u", "I want to kill myself tonight")
+    assert engine.assess(crisis).action == "escalate"       # rules only: one crisis-rule hit scores 0.8
+    quiet = Post("t", "2", "c", "u", "everything feels heavy and I keep thinking about not waking up")
+    scores = {"emergency": 0.55, "risky_self_treatment": 0.0, "unsupported_claim": 0.0, "promotion": 0.0}
+    assert engine.assess(quiet, scores, model_version="m").action == "queue"    # more likely than not: queued
+    assert engine.assess(quiet, dict(scores, emergency=0.85), model_version="m").action == "escalate"
