@@ -216,8 +216,12 @@ def main_real(args) -> int:
             for band, value in chosen[lab].items():
                 rule = rules[band] if not (lab == "emergency" and band == "queue") else \
                     f"highest with recall>={er.EMERGENCY_RECALL}, at most the escalate threshold"
+                lo, hi = policy.bounds(lab, band)
+                clamped = min(max(float(value), lo), hi)
+                if clamped != float(value):  # e.g. precision 0.9 unreachable: stay inside the policy's bounds
+                    rule += f"; clamped to the policy bound {clamped:g} (chosen value {float(value):.3f})"
                 points["model"].setdefault(lab, {})[band] = {
-                    "value": round(min(1.0, float(value)), 6), "chosen_by": rule, "eval_set": eval_set,
+                    "value": round(clamped, 6), "chosen_by": rule, "eval_set": eval_set,
                     "metrics": {"cv_precision": cv["per_label"][lab]["precision"], "cv_recall": cv["per_label"][lab]["recall"]}}
         for lab in LABELS:  # every band the policy names needs a rules_only threshold too; a new milder band
             for band in chosen[lab]:  # starts at the harshest existing one, so it adds nothing until someone tunes it
@@ -280,9 +284,14 @@ def main(args) -> int:
             if name not in systems:
                 continue
             for j, label in enumerate(LABELS):
-                points.setdefault(mode, {})[label] = choose_points(
-                    [r[j] for r in systems[name]], [g == label for g in gold], label, eval_set,
-                    points.get(mode, {}).get(label, {}))
+                chosen = choose_points([r[j] for r in systems[name]], [g == label for g in gold], label, eval_set,
+                                       points.get(mode, {}).get(label, {}))
+                for band, point in chosen.items():  # stay inside the bounds policy.yaml sets for each band
+                    lo, hi = policy.bounds(label, band)
+                    if not lo <= point["value"] <= hi:
+                        point["chosen_by"] += f"; clamped to the policy bound (chosen value {point['value']:.3f})"
+                        point["value"] = min(max(point["value"], lo), hi)
+                points.setdefault(mode, {})[label] = chosen
         write_thresholds(policy.directory, points)
         policy = load_policy(policy.directory)
         print(f"wrote operating points to {Path(policy.directory) / 'thresholds.yaml'} (policy {policy.version})")

@@ -7,6 +7,7 @@ from aiohttp import web
 from bot.cases import CaseConflict, CaseNotFound, CaseService
 from bot.web import queries
 from bot.web.keys import PIPELINE, SESSION, STORE
+from bot.web.reports import MAX_OFFSET, whole_number
 from bot.web.render import crisis_resources, highlight, note_of, proposed_note, render
 
 STATUSES = ("open", "claimed", "resolved", "all")
@@ -39,10 +40,7 @@ async def queue_page(request: web.Request) -> web.Response:
     sort = _pick(q.get("sort"), SORTS, "severity")
     channel = q.get("channel") or None
     replayed = q.get("replayed") == "1"
-    try:
-        offset = max(0, int(q.get("offset", "0")))
-    except ValueError:
-        offset = 0
+    offset = whole_number(q.get("offset"), "offset", maximum=MAX_OFFSET, default=0)
     rows = await store.cases(community=community, status=None if status == "all" else status, label=label,
                              channel_id=channel, sort=sort, limit=PAGE + 1, offset=offset, include_replayed=replayed)
     for row in rows:
@@ -81,7 +79,7 @@ async def _case_context(request: web.Request, case_id: int) -> dict:
 
 def _case_id(request: web.Request) -> int:
     raw = request.match_info["case_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise web.HTTPNotFound(text="no such case\n")
     return int(raw)
 
