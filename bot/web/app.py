@@ -9,6 +9,7 @@ from importlib import resources
 
 from aiohttp import web
 
+from bot import metrics
 from bot.pipeline import Pipeline
 from bot.storage import Store, default_db_path
 from bot.web import auth, cases, reports, sandbox, settings, thresholds
@@ -71,6 +72,8 @@ def build_app(store: Store, pipeline: Pipeline, policy_dir: str, *, secure_cooki
     r.add_post("/thresholds", thresholds.thresholds_submit)
     r.add_get("/thresholds/simulate", thresholds.simulate_json)
     r.add_static("/static/", str(resources.files("bot.web") / "static"), append_version=False)
+    # Operations: Prometheus metrics and the health check (public: no session; counts and ids only, never text).
+    app.add_routes(metrics.routes(store, lambda: pipeline.scorer))
     return app
 
 
