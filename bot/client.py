@@ -134,7 +134,11 @@ def _load_scorer(args):
 
 async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
     store = await Store.open(getattr(args, "db", None) or default_db_path())
+    ops = None
     try:
+        if getattr(args, "metrics_port", None):
+            from bot.metrics import start_ops_server
+            ops = await start_ops_server(store, args.metrics_host, args.metrics_port, scorer=scorer)
         bot = CaveatBot(store=store, policies=holder, scorer=scorer, sync_commands=not getattr(args, "no_sync", False),
                         dashboard_url=os.environ.get(DASHBOARD_URL_ENV))
         async with bot:
@@ -151,6 +155,8 @@ async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
               " (Bot > Privileged Gateway Intents)", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        if ops is not None:
+            await ops.cleanup()
         await store.close()
         if scorer is not None:
             await scorer.close()

@@ -9,3 +9,5 @@ def add_arguments(p) -> None:
     p.add_argument("--rules-only", action="store_true", help="score with keyword rules only (skip the model)")
     p.add_argument("--no-sync", action="store_true",
                    help="do not publish slash commands to Discord at start (they were synced before)")
+    p.add_argument("--metrics-port", type=int, help="serve /healthz and /metrics on this port (default: off)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")

@@ -15,7 +15,6 @@ import yaml
 
 from bot.engine import Engine, Post
 from classifiers.metrics import label_metrics, max_recall_at_precision, pr_points, threshold_for_recall
-from classifiers.train import read_rows
 from policies.loader import PolicyError, load_policy
 from policies.schema import LABELS
 
@@ -251,6 +250,7 @@ def main(args) -> int:
     """`caveat eval [FILE]`."""
     if not args.file:
         return main_real(args)
+    from classifiers.train import read_rows  # imports torch (the train extra): only `caveat eval FILE` needs it
     try:
         rows = read_rows(args.file)
     except (ValueError, FileNotFoundError) as exc:

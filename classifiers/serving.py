@@ -219,20 +219,52 @@ class OnnxClassifier:
         return [r for part in self._pool.map(self._run_many, parts) for r in part]
 
 
+EXPORT_HINT = ("run `caveat export-model` once (it needs the train extra: pip install torch==2.13.0"
+               " --index-url https://download.pytorch.org/whl/cpu && pip install 'caveat[train]')")
+
+
+def cached_export(artifact: Path) -> Path | None:
+    """The newest complete export of this artifact's version under `cache_root()`, whatever base it was keyed on.
+
+    Serving without the train extra has no base encoder package to compute `export_key` from; the export made by
+    `caveat export-model` (or baked into the container image) is then found by the artifact's version."""
+    from classifiers.export import FORMAT, MANIFEST
+
+    version = read_config(artifact)["version"]
+    found: list[tuple[float, Path]] = []
+    for manifest in (cache_root() / "onnx").glob(f"*/{MANIFEST}"):
+        try:
+            meta = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("version") == version:
+            found.append((manifest.stat().st_mtime, manifest.parent))
+    return max(found)[1] if found else None
+
+
 def prepare_onnx(artifact: str | os.PathLike | None = None, base: str | None = None, *, quiet: bool = False) -> Path:
     """The cached export folder for this artifact and base encoder, exporting it first if needed.
     Raises ModelUnavailable (one line) when the artifact is damaged or the export cannot run."""
     artifact = artifact_path(artifact)
-    base = base_model_path(base)
+    try:
+        base = base_model_path(base)
+    except ModelUnavailable as exc:  # no base encoder package: serving without the train extra
+        folder = cached_export(artifact)
+        if folder is None:
+            raise ModelUnavailable(f"no int8 serving model for {read_config(artifact)['version']} under"
+                                   f" {cache_root() / 'onnx'}; {EXPORT_HINT}") from exc
+        return folder
     folder = cache_root() / "onnx" / export_key(artifact, base)
     if not (folder / "serving.json").is_file():
         # The cache is keyed by the model's version (a hash of its weights), so a cached export is that model even
         # if the artifact's files were damaged since; only an export reads them, and checks them first.
         check_weights(artifact)
         try:
+            import torch  # noqa: F401  (the export needs it; serving does not)
+
             from classifiers.export import TOKENIZER_NAME, export
         except ImportError as exc:  # torch missing: cannot export
-            raise ModelUnavailable(f"no cached serving model at {folder} and the export needs torch: {exc}") from exc
+            raise ModelUnavailable(f"no cached serving model at {folder}; {EXPORT_HINT}") from exc
         check_tokenizer(Path(base, TOKENIZER_NAME))
         try:
             export(artifact, base, folder, quiet=quiet)

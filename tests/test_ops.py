@@ -1,8 +1,4 @@
-"""Operations: `caveat health`, `caveat export-model`, /healthz and /metrics, JSON logs, packaging without torch.
-
-Some tests are marked xfail(strict=True) with the change they wait for in a file owned elsewhere: when that change
-lands they pass, strict xfail turns that into a failure, and the marker is to be removed.
-"""
+"""Operations: `caveat health`, `caveat export-model`, /healthz and /metrics, JSON logs, packaging without torch."""
 from __future__ import annotations
 
 import io
@@ -147,8 +143,6 @@ def test_export_model_fills_the_cache(tmp_path, capsys):
 
 # -- serving without torch (waits on files owned elsewhere) ----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="bot.web.thresholds -> classifiers.evaluate imports classifiers.train, which"
-                                       " imports torch at module level: make that import lazy in evaluate.py")
 def test_serving_modules_import_without_the_train_extra():
     out = run_without_train_extra("import bot.client, bot.web.app, bot.health, bot.metrics, classifiers.serving;"
                                   " print('torch' in sys.modules and sys.modules['torch'] is not None)")
@@ -156,8 +150,6 @@ def test_serving_modules_import_without_the_train_extra():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.xfail(strict=True, reason="classifiers/serving.py: find the cached export by artifact version when the"
-                                       " base encoder package (train extra) is not installed")
 def test_a_cached_export_serves_without_the_train_extra():
     from classifiers.serving import prepare_onnx
     prepare_onnx(quiet=True)
@@ -166,8 +158,6 @@ def test_a_cached_export_serves_without_the_train_extra():
     assert out.stdout.startswith("ok: model caveat-minilm-")
 
 
-@pytest.mark.xfail(strict=True, reason="classifiers/serving.py: ModelUnavailable names `caveat export-model` when"
-                                       " the cache is empty and the export cannot run")
 def test_check_without_the_train_extra_or_a_cache_warns_once_and_uses_rules(tmp_path):
     out = run_without_train_extra("from bot.cli import main; sys.exit(main(['check', 'DM me, I sell sirolimus']))",
                                   env={"CAVEAT_CACHE_DIR": str(tmp_path / "empty-cache")})
@@ -258,7 +248,6 @@ async def test_healthz_reports_database_and_model(dashboard):
     assert await response.json() == {"ok": True, "database": "ok", "model": "rules-only"}
 
 
-@pytest.mark.xfail(strict=True, reason='bot/web/auth.py: PUBLIC_PATHS = ("/login", "/healthz", "/metrics")')
 async def test_healthz_and_metrics_need_no_session(dashboard):
     anon, _, _ = dashboard
     assert (await anon.get("/healthz")).status == 200
@@ -303,8 +292,6 @@ async def test_ops_server_for_caveat_run(store):
         await runner.cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="bot/pipeline.py: Pipeline.handle calls metrics.observe_decision and"
-                                       " Pipeline.decide calls metrics.model_fallback")
 async def test_the_pipeline_counts_posts_actions_and_fallbacks(store, policy):
     scored, promoted = metrics.POSTS_SCORED.value(), metrics.ACTIONS.value(label="promotion", action="queue")
     fallbacks, timed = metrics.MODEL_FALLBACKS.value(), metrics.DECISION_SECONDS.count

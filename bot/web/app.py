@@ -8,6 +8,7 @@ import sys
 from importlib import resources
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from bot import metrics
 from bot.pipeline import Pipeline
@@ -36,6 +37,16 @@ def bind_problem(host: str, allow_remote: bool) -> str | None:
     if not allow_remote:
         return f"--host {host} is reachable from other machines; add --allow-remote to mean it (and put HTTPS in front)"
     return None
+
+
+class AccessLog(AbstractAccessLogger):
+    """One line per request: method, path, status, time. One-time login tokens in paths are masked."""
+
+    def log(self, request, response, time: float) -> None:
+        path = request.path
+        if path.startswith("/login/link/"):
+            path = "/login/link/<token>"
+        self.logger.info("%s %s %s %.3fs", request.method, path, response.status, time)
 
 
 async def _root(request: web.Request) -> web.Response:
@@ -103,7 +114,7 @@ async def serve(args, policy: PolicySet, scorer, *, ready: asyncio.Event | None 
         if not args.no_seed and await sandbox.seed(pipeline):
             print(f"Added {len(sandbox.SEED)} example posts to the sandbox channel.", flush=True)
         app = build_app(store, pipeline, policy.directory, secure_cookies=not is_loopback(args.host))
-        runner = web.AppRunner(app, access_log=logging.getLogger("caveat.web.access"))
+        runner = web.AppRunner(app, access_log=logging.getLogger("caveat.web.access"), access_log_class=AccessLog)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
