@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,14 +20,16 @@ from bot.engine.decision import Decision, Post
 from bot.storage.cases import CaseConflict, CaseNotFound, CasesMixin
 from bot.storage.clock import iso, utcnow
 from bot.storage.dashboard import DashboardQueriesMixin
-from bot.storage.db import open_db
+from bot.storage.db import DatabaseBusy, is_busy, open_db
 from bot.storage.outbox import OutboxMixin, SessionsMixin
 from bot.storage.privacy import PrivacyMixin
 from bot.storage.stats import StatsMixin
 
 REPLAYED = 2  # decisions.shadow of a post from a replayed history
 
-__all__ = ["CaseConflict", "CaseNotFound", "Store", "channel_scope", "community_scope"]
+__all__ = ["CaseConflict", "CaseNotFound", "DatabaseBusy", "Store", "channel_scope", "community_scope"]
+
+log = logging.getLogger("caveat.storage")
 
 
 def community_scope(community_id: str) -> str:
@@ -55,29 +59,119 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         """Close the connection."""
         await self.conn.close()
 
+    #: How long a write keeps trying while another connection (another Caveat process: a replay, a purge, the
+    #: dashboard or the bot) holds the database's write lock, before it raises `DatabaseBusy`. Each try waits up to
+    #: the connection's busy timeout inside SQLite (`db.BUSY_TIMEOUT_MS`), so the budget is checked between tries.
+    busy_budget_s: float = 30.0
+    #: Pause before the first retry, doubled after each (up to `busy_backoff_max_s`).
+    busy_backoff_s: float = 0.05
+    busy_backoff_max_s: float = 1.0
+    #: After a transaction that held the write lock for `long_hold_s` or more (a replay chunk), the same task's
+    #: next transaction waits until `yield_s` after that commit, so a writer in another process gets its turn
+    #: (SQLite's busy handler polls every 100 ms at best and is not fair: back-to-back chunks would starve it).
+    #: Other tasks of this process are not delayed: they queue on the store's lock, which is fair.
+    long_hold_s: float = 0.1
+    yield_s: float = 0.1
+    _yield_until: tuple[asyncio.Task | None, float] = (None, 0.0)
+
     @contextlib.asynccontextmanager
     async def transaction(self):
         """One atomic unit of work: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error.
 
         Nested use by the same task joins the outer transaction. Other tasks wait for the lock, so their
-        writes never land inside someone else's transaction on the shared connection.
+        writes never land inside someone else's transaction on the shared connection. A BEGIN (or COMMIT) that
+        finds the database locked by another connection is retried with backoff for `busy_budget_s`, then raises
+        `DatabaseBusy`. Whatever fails, or is cancelled, the connection is never left inside a transaction.
+        After a commit that removed members' text, the write-ahead log is checkpointed (`_scrub`).
         """
         task = asyncio.current_task()
         if self._owner is task:
             yield self
             return
+        loop = asyncio.get_running_loop()
+        if self._yield_until[0] is task and self._yield_until[1] > loop.time():
+            await asyncio.sleep(self._yield_until[1] - loop.time())
         async with self._lock:
             self._owner = task
+            began = None
             try:
-                await self.conn.execute("BEGIN IMMEDIATE")
+                await self._begin()
+                began = loop.time()
                 try:
                     yield self
                 except BaseException:
-                    await self.conn.execute("ROLLBACK")
+                    await self._rollback()
                     raise
-                await self.conn.execute("COMMIT")
+                await self._commit()
+                if self._scrub_needed:
+                    self._scrub_needed = False
+                    await self._scrub()
             finally:
+                self._scrub_needed = False
                 self._owner = None
+                if began is not None and loop.time() - began >= self.long_hold_s:
+                    self._yield_until = (task, loop.time() + self.yield_s)
+                elif self._yield_until[0] is task:
+                    self._yield_until = (None, 0.0)
+
+    async def _retry_busy(self, statement: str, *, still_valid=lambda: True) -> None:
+        """Run BEGIN IMMEDIATE or COMMIT, retrying while another connection holds the lock (`busy_budget_s`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_budget_s
+        delay, tries, nested = self.busy_backoff_s, 0, False
+        while True:
+            tries += 1
+            try:
+                await self.conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if statement.startswith("BEGIN") and "within a transaction" in str(exc) and not nested:
+                    # A transaction nobody owns (left by code outside transaction()): undo it and start ours.
+                    log.warning("rolling back a transaction that was left open on the store's connection")
+                    nested = True
+                    await self._rollback()
+                    continue
+                if not is_busy(exc) or not still_valid():
+                    raise
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise DatabaseBusy(
+                        f"database is locked: another connection held the write lock for more than "
+                        f"{self.busy_budget_s:g} s ({tries} tries of {statement.split()[0]}); nothing was written"
+                    ) from exc
+                if tries == 1:
+                    log.info("database is locked by another connection; retrying %s for up to %.0f s",
+                             statement.split()[0], self.busy_budget_s)
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, self.busy_backoff_max_s)
+
+    async def _begin(self) -> None:
+        try:
+            await self._retry_busy("BEGIN IMMEDIATE")
+        except BaseException:
+            # Also when cancelled: the BEGIN may still be waiting in aiosqlite's thread and succeed there later.
+            # Statements run in order, so this ROLLBACK runs after it and undoes it before anyone else's BEGIN.
+            await self._rollback()
+            raise
+
+    async def _commit(self) -> None:
+        try:
+            # A COMMIT that meets a lock leaves the transaction open (SQLite): retry it while that is so.
+            await self._retry_busy("COMMIT", still_valid=lambda: self.conn.in_transaction)
+        except BaseException:
+            await self._rollback()  # no-op when the COMMIT went through (say, cancelled while it ran)
+            raise
+
+    async def _rollback(self) -> None:
+        """ROLLBACK whether or not a transaction is open; errors are logged, never raised over the original one.
+
+        Should a ROLLBACK itself fail, the next BEGIN finds the open transaction and rolls it back first.
+        """
+        try:
+            await self.conn.execute("ROLLBACK")
+        except Exception as exc:
+            if "no transaction is active" not in str(exc):
+                log.error("ROLLBACK failed: %s: %s", type(exc).__name__, exc)
 
     # Bulk replay groups many posts in one transaction; kept as a name that says what it is for.
     batch = transaction
