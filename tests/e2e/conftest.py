@@ -117,6 +117,21 @@ class Harness:
 
 
 @pytest.fixture
+async def make_harness(fake, tmp_path):
+    """Start extra bots on their own database (a bare server, another policy); all are stopped at the end."""
+    started = []
+
+    async def make(policy, *, name="other.db", **options) -> Harness:
+        h = Harness(fake, tmp_path / name, policy, **options)
+        await h.start()
+        started.append(h)
+        return h
+    yield make
+    for h in started:
+        await h.stop()
+
+
+@pytest.fixture
 async def harness(fake, tmp_path, bot_policy_dir, policy, caplog):
     """A connected bot with its own temporary database; the test fails if the bot logged an error."""
     # The shipped PolicySet is immutable, so one session-wide copy saves a YAML parse per test.

@@ -79,42 +79,37 @@ async def test_each_server_sees_only_its_own_cases_cards_commands_and_stats(harn
     assert f"#{theirs.case_id}" in queue["description"] and f"#{mine.case_id}" not in queue["description"]
 
 
-async def test_setup_sets_this_servers_channel_role_and_mode_and_refuses_bad_values(fake, tmp_path, policy):
-    from conftest import Harness
-    harness = Harness(fake, tmp_path / "bare.db", policy, configure=False)
-    await harness.start()
-    try:
-        # A new server is in shadow mode and has no moderators' channel yet: no public note, no card.
-        since = fake.mark()
-        _, outcome = await harness.post(RISKY, author=fake.dave, channel=fake.g2.general)
-        assert outcome.shadow and outcome.reply is None and not posted(fake, fake.g2.general, since)
-        reply = await slash(fake, "caveat setup", user=fake.carol, channel=fake.g2.general)
-        fields = {f["name"]: f["value"] for f in reply.json["data"]["embeds"][0]["fields"]}
-        assert fields["Moderators' channel"] == "not set" and fields["Mode"].startswith("shadow")
+async def test_setup_sets_this_servers_channel_role_and_mode_and_refuses_bad_values(fake, make_harness, policy):
+    harness = await make_harness(policy, name="bare.db", configure=False)
+    # A new server is in shadow mode and has no moderators' channel yet: no public note, no card.
+    since = fake.mark()
+    _, outcome = await harness.post(RISKY, author=fake.dave, channel=fake.g2.general)
+    assert outcome.shadow and outcome.reply is None and not posted(fake, fake.g2.general, since)
+    reply = await slash(fake, "caveat setup", user=fake.carol, channel=fake.g2.general)
+    fields = {f["name"]: f["value"] for f in reply.json["data"]["embeds"][0]["fields"]}
+    assert fields["Moderators' channel"] == "not set" and fields["Mode"].startswith("shadow")
 
-        reply = await slash(fake, "caveat setup", {"locale": "xx-XX"}, user=fake.carol, channel=fake.g2.general)
-        assert reply.json["data"]["content"].startswith("Nothing changed: locale must be one of")
+    reply = await slash(fake, "caveat setup", {"locale": "xx-XX"}, user=fake.carol, channel=fake.g2.general)
+    assert reply.json["data"]["content"].startswith("Nothing changed: locale must be one of")
 
-        reply = await slash(fake, "caveat setup", {"mod_channel": fake.g2.mods, "oncall_role": RoleOption(fake.g2.oncall_role),
-                                                   "mode": "live", "locale": "en-GB"},
-                            user=fake.carol, channel=fake.g2.general)
-        assert reply.json["data"]["content"] == "Settings saved."
-        fields = {f["name"]: f["value"] for f in reply.json["data"]["embeds"][0]["fields"]}
-        assert fields["Moderators' channel"] == f"<#{fake.g2.mods.id}>" and fields["Mode"].startswith("live")
+    reply = await slash(fake, "caveat setup", {"mod_channel": fake.g2.mods, "oncall_role": RoleOption(fake.g2.oncall_role),
+                                               "mode": "live", "locale": "en-GB"},
+                        user=fake.carol, channel=fake.g2.general)
+    assert reply.json["data"]["content"] == "Settings saved."
+    fields = {f["name"]: f["value"] for f in reply.json["data"]["embeds"][0]["fields"]}
+    assert fields["Moderators' channel"] == f"<#{fake.g2.mods.id}>" and fields["Mode"].startswith("live")
 
-        since = fake.mark()
-        _, crisis = await harness.post(CRISIS, author=fake.dave, channel=fake.g2.general)
-        [resources] = posted(fake, fake.g2.general, since)
-        assert "Samaritans" in str(resources.json["embeds"])   # the server's locale
-        [alert] = posted(fake, fake.g2.mods, since)
-        assert alert.json["content"].startswith(f"<@&{fake.g2.oncall_role}> 🚨 Emergency")
-        assert "Crisis resources were posted" in fake.messages[alert.response["id"]]["content"]
-        # g1 was not set up: its posts still stay in shadow mode and its channel gets nothing of g2's.
-        assert not posted(fake, fake.g1.mods, since)
-        _, g1_post = await harness.post(RISKY)
-        assert g1_post.shadow and g1_post.reply is None
-    finally:
-        await harness.stop()
+    since = fake.mark()
+    _, crisis = await harness.post(CRISIS, author=fake.dave, channel=fake.g2.general)
+    [resources] = posted(fake, fake.g2.general, since)
+    assert "Samaritans" in str(resources.json["embeds"])   # the server's locale
+    [alert] = posted(fake, fake.g2.mods, since)
+    assert alert.json["content"].startswith(f"<@&{fake.g2.oncall_role}> 🚨 Emergency")
+    assert "Crisis resources were posted" in fake.messages[alert.response["id"]]["content"]
+    # g1 was not set up: its posts still stay in shadow mode and its channel gets nothing of g2's.
+    assert not posted(fake, fake.g1.mods, since)
+    _, g1_post = await harness.post(RISKY)
+    assert g1_post.shadow and g1_post.reply is None
 
 
 async def test_concurrent_posts_by_one_member_on_one_topic_draw_one_note(harness, fake):
@@ -253,18 +248,13 @@ def expired_policy():
     return load_policy(today=date(2027, 6, 1))
 
 
-async def test_after_the_notes_expire_the_bot_runs_and_the_crisis_lane_works(fake, tmp_path, expired_policy):
-    from conftest import Harness
-    harness = Harness(fake, tmp_path / "later.db", expired_policy)
-    await harness.start()
-    try:
-        since = fake.mark()
-        _, crisis = await harness.post(CRISIS)
-        assert crisis.reply == "resources" and posted(fake, fake.general, since)
-        _, risky = await harness.post(RISKY, author=fake.other_member)
-        assert risky.reply is None and risky.decision.action == "queue" and risky.case_id
-    finally:
-        await harness.stop()
+async def test_after_the_notes_expire_the_bot_runs_and_the_crisis_lane_works(fake, make_harness, expired_policy):
+    harness = await make_harness(expired_policy, name="later.db")
+    since = fake.mark()
+    _, crisis = await harness.post(CRISIS)
+    assert crisis.reply == "resources" and posted(fake, fake.general, since)
+    _, risky = await harness.post(RISKY, author=fake.other_member)
+    assert risky.reply is None and risky.decision.action == "queue" and risky.case_id
 
 
 async def test_a_button_carrying_another_servers_case_id_is_refused(harness, fake):
