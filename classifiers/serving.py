@@ -173,6 +173,8 @@ class OnnxClassifier:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
+        # Health data: ONNX Runtime's telemetry (ETW on Windows builds) stays off, whatever the platform.
+        ort.disable_telemetry_events()
         self._np = np
         manifest = json.loads((folder / "serving.json").read_text(encoding="utf-8"))
         self.labels: list[str] = list(manifest["labels"])

@@ -152,3 +152,16 @@ def test_serve_and_run_start_with_rules_only_and_one_warning(tmp_path, empty_cac
 
 def test_model_unavailable_is_always_one_line():
     assert str(ModelUnavailable("cannot load\n  because\tof this")) == "cannot load because of this"
+
+
+def test_onnx_runtime_telemetry_is_switched_off_when_the_model_loads(monkeypatch):
+    import onnxruntime
+
+    from classifiers import serving
+    calls = []
+    monkeypatch.setattr(onnxruntime, "disable_telemetry_events", lambda: calls.append(True))
+    try:
+        serving.OnnxClassifier(Path("/nonexistent"))
+    except Exception:
+        pass  # the folder does not exist; telemetry is switched off before anything is read
+    assert calls == [True]
