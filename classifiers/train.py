@@ -33,7 +33,7 @@ from classifiers.jsonl import read_text_rows  # noqa: E402
 from classifiers.model import CONFIG_NAME, WEIGHTS_NAME  # noqa: E402
 from classifiers.normalize import model_input  # noqa: E402
 from classifiers.realdata import (  # noqa: E402
-    DataMissing, DevGuard, default_data_dir, join, label_files, read_labels,
+    DataMissing, default_data_dir, join, label_files, read_labels,
 )
 from policies.schema import LABELS  # noqa: E402
 

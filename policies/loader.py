@@ -398,7 +398,7 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
     return PolicySet(
         version="pol-" + hasher.hexdigest()[:12], directory=str(root),
         labels=MappingProxyType(labels), rules=tuple(rules),
-        thresholds=MappingProxyType({m: MappingProxyType({l: MappingProxyType(b) for l, b in per.items()})
+        thresholds=MappingProxyType({m: MappingProxyType({lab: MappingProxyType(b) for lab, b in per.items()})
                                      for m, per in thresholds.items()}),
         notes=MappingProxyType(notes), community=community,
         files=tuple(f for f in files if f != "combine.yaml" or (root / f).is_file()) + tuple(note_files),

@@ -102,8 +102,8 @@ def test_a_note_past_review_by_is_withdrawn_and_the_policy_still_loads(policy_di
     assert "exosomes" not in policy.notes and policy.withdrawn_notes["exosomes"] == date(2027, 5, 22)
     assert policy.note("exosomes") is None
     line = _line_of_nth(policy_dir / "notes" / "hair.yaml", "review_by:", 1)
-    assert (f"note 'exosomes' passed its review_by date 2027-05-22 and is withdrawn: no member will be shown it "
-            f"until it is reviewed (") in " ".join(policy.warnings)
+    assert ("note 'exosomes' passed its review_by date 2027-05-22 and is withdrawn: no member will be shown it "
+            "until it is reviewed (") in " ".join(policy.warnings)
     assert any(w.startswith("note 'exosomes'") and w.endswith(f"notes/hair.yaml:{line})") for w in policy.warnings)
     assert len(policy.warnings) == len(policy.withdrawn_notes)
     # Rules and labels that name a withdrawn note still validate: the note exists, it is only withdrawn.

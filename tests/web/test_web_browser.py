@@ -74,7 +74,9 @@ async def test_thresholds_page_changes_the_simulated_counts(page, dash):
         await dash.store.resolve(outcome.case_id, "bob", resolution, community=SANDBOX, reason_code="other")
     await page.goto("/thresholds")
     row = page.locator('tr[data-key="risky_self_treatment.note"]')
-    field = lambda r, name: r.locator(f'[data-field="{name}"]').inner_text()
+
+    def field(r, name):
+        return r.locator(f'[data-field="{name}"]').inner_text()
     assert (await field(row, "produced"), await field(row, "precision"), await field(row, "recall")) == ("1", "1.00", "0.50")
     await page.fill('input[name="t.risky_self_treatment.note"]', "0.45")
     await page.locator('#thresholds-form[data-simulated="1"]').wait_for()
