@@ -7,10 +7,12 @@ the same post twice, or many posts at once, therefore never sends a second note 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
+from bot import metrics
 from bot.community import CommunityConfig, is_shadow, load_config
 from bot.engine import Decision, Engine, Post
 from bot.engine.actions import has_note, has_queue
@@ -76,6 +78,7 @@ class Pipeline:
             scores = await self.scorer.score(self.engine.model_input(post.text))
         except Exception as exc:  # model failure or timeout: fail safe to rules + review
             log.warning("model scoring failed for post %s: %s; using rules only", post.key, type(exc).__name__)
+            metrics.model_fallback()
             return self.engine.assess(post, model_version=self.scorer.version, model_failed=True)
         return self.engine.assess(post, scores, model_version=self.scorer.version)
 
@@ -96,6 +99,7 @@ class Pipeline:
         `replayed`: a post from history (`caveat replay`): its case is a replay case and no reply is reserved.
         `parents`: the channel ids a thread inherits settings from (its parent channel or forum).
         """
+        started = time.perf_counter()
         stored = await self.store.post_by_message(post.platform, post.message_id)
         if stored is not None:
             existing = await self.store.latest_decision(stored["id"])
@@ -109,7 +113,9 @@ class Pipeline:
                 existing = await self.store.latest_decision(post_id)
                 if existing is not None:  # another task stored it while this one was scoring
                     return Outcome(post_id, existing["id"], None, duplicate=True, community_id=post.community_id)
-            return await self._record(post, post_id, decision, shadow=shadow, replayed=replayed, now=now)
+            outcome = await self._record(post, post_id, decision, shadow=shadow, replayed=replayed, now=now)
+        metrics.observe_decision(decision, time.perf_counter() - started)
+        return outcome
 
     async def handle_edit(self, post: Post, *, parents: tuple[str, ...] = (),
                           now: datetime | None = None) -> Outcome | None:
