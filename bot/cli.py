@@ -6,9 +6,14 @@ import asyncio
 import json
 import os
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from bot.engine import Decision, Engine, Post
-from classifiers.jsonl import read_text_rows
+from classifiers.jsonl import read_lines, read_text_rows
+from classifiers.jsonl import row_id as json_row_id
+from classifiers.normalize import clean_text
+from classifiers.rules import truncation_notice
 from policies.loader import PolicyError, PolicySet, load_policy, warn_once
 from policies.schema import LABELS
 
@@ -86,22 +91,33 @@ def jsonl_row(row_id, d: Decision) -> dict:
 
 async def _check_jsonl(args, engine: Engine, scorer) -> int:
     source = "<stdin>" if args.jsonl == "-" else args.jsonl
-    handle = sys.stdin if args.jsonl == "-" else open(args.jsonl, encoding="utf-8")
     rows = []
     try:
-        for n, row in read_text_rows(handle, source):
-            rows.append((row.get("id", n), row["text"]))
+        if args.jsonl == "-":
+            stdin = getattr(sys.stdin, "buffer", None)
+            lines = read_lines(stdin.read(), source) if stdin is not None else sys.stdin.read().split("\n")
+        else:
+            lines = read_lines(Path(args.jsonl).read_bytes(), source)
+        for n, row in read_text_rows(lines, source):
+            row_id = json_row_id(row, source, n)
+            rows.append((n if row_id is None else row_id, row["text"]))
     except ValueError as exc:
         return _fail(str(exc))
-    finally:
-        if handle is not sys.stdin:
-            handle.close()
+    except IsADirectoryError:
+        return _fail(f"{source} is a directory, not a JSON lines file")
     scores = await scorer.score_many([engine.model_input(t) for _, t in rows]) if scorer else [None] * len(rows)
     version = scorer.version if scorer else "rules-only"
     for (row_id, text), s in zip(rows, scores):
-        d = engine.assess(Post("cli", str(row_id), "cli", "cli", text), s, model_version=version)
+        d = _assess(engine, Post("cli", str(row_id), "cli", "cli", text), s, version)
         print(json.dumps(jsonl_row(row_id, d), ensure_ascii=False))
     return 0
+
+
+def _assess(engine: Engine, post: Post, scores, version: str) -> Decision:
+    """`engine.assess`, with `why` saying so when the post was longer than what is assessed in full."""
+    d = engine.assess(post, scores, model_version=version)
+    notice = truncation_notice(post.text)
+    return replace(d, why=f"{d.why} {notice}") if notice else d
 
 
 def cmd_check(args) -> int:
@@ -116,9 +132,9 @@ def cmd_check(args) -> int:
                 return await _check_jsonl(args, engine, scorer)
             if not args.text:
                 return _fail("check needs TEXT or --jsonl FILE")
-            text = " ".join(args.text)
+            text = clean_text(" ".join(args.text))  # a lone surrogate (from a bad terminal) cannot be printed
             s = await scorer.score(engine.model_input(text)) if scorer else None
-            d = engine.assess(Post("cli", "0", "cli", "cli", text), s, model_version=scorer.version if scorer else "rules-only")
+            d = _assess(engine, Post("cli", "0", "cli", "cli", text), s, scorer.version if scorer else "rules-only")
             if args.json:
                 print(json.dumps(d.to_dict(), ensure_ascii=False, indent=2))
             else:

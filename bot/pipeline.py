@@ -69,18 +69,42 @@ class Pipeline:
         """Assess without storing anything (dry runs: `/caveat test`, `caveat check`).
 
         `scores`: model probabilities already computed for this text (bulk replay scores many posts at once).
+        A post longer than 2,000 characters is normalized and assessed in a worker thread, so a long post never
+        blocks the event loop (the Discord gateway); one longer than what is assessed in full
+        (classifiers.rules.MAX_ASSESSED_CHARS) says so in `why`. A lone surrogate in the text (never valid
+        UTF-8) is read as U+FFFD.
         """
+        import asyncio
+
+        from classifiers.normalize import clean_text
+        from classifiers.rules import truncation_notice
+
+        text = clean_text(post.text)
+        if text is not post.text:
+            post = replace(post, text=text)
+        long_post = len(text) > 2_000  # a few ms of normalizing and matching; up to the cap, ~15 ms
+
+        async def run(fn, *args, **kw):
+            return await asyncio.to_thread(fn, *args, **kw) if long_post else fn(*args, **kw)
+
         if self.scorer is None:
-            return self.engine.assess(post)
-        if scores is not None:
-            return self.engine.assess(post, scores, model_version=self.scorer.version)
-        try:
-            scores = await self.scorer.score(self.engine.model_input(post.text))
-        except Exception as exc:  # model failure or timeout: fail safe to rules + review
-            log.warning("model scoring failed for post %s: %s; using rules only", post.key, type(exc).__name__)
-            metrics.model_fallback()
-            return self.engine.assess(post, model_version=self.scorer.version, model_failed=True)
-        return self.engine.assess(post, scores, model_version=self.scorer.version)
+            decision = await run(self.engine.assess, post)
+        elif scores is not None:
+            decision = await run(self.engine.assess, post, scores, model_version=self.scorer.version)
+        else:
+            failed = False
+            try:
+                scores = await self.scorer.score(await run(self.engine.model_input, text))
+            except Exception as exc:  # model failure or timeout: fail safe to rules + review
+                log.warning("model scoring failed for post %s: %s; using rules only", post.key, type(exc).__name__)
+                metrics.model_fallback()
+                failed = True
+            if failed:
+                decision = await run(self.engine.assess, post, model_version=self.scorer.version, model_failed=True)
+            else:
+                decision = await run(self.engine.assess, post, scores, model_version=self.scorer.version)
+        notice = truncation_notice(text)
+        return replace(decision, why=f"{decision.why} {notice}") if notice else decision
 
     async def _prepare(self, post: Post, parents: tuple[str, ...], shadow: bool | None) -> tuple[Post, bool]:
         """The community's locale on the post, and shadow mode from the channel, its parents, or the community."""

@@ -1,6 +1,7 @@
 """`caveat replay`: score a whole channel history into shadow cases and summarize what Caveat would have done."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections import Counter
@@ -9,7 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.engine import Post
-from classifiers.jsonl import read_text_rows
+from classifiers.jsonl import decode_utf8, json_kind, read_text_rows, row_id
+from classifiers.normalize import clean_text
 from bot.pipeline import Pipeline
 from bot.storage import Store, default_db_path
 from policies.schema import LABELS
@@ -18,7 +20,14 @@ from policies.schema import LABELS
 def load_export(path: str, community: str | None = None) -> list[Post]:
     """Posts from a DiscordChatExporter JSON export or JSON lines; raises ValueError naming file and line.
 
-    `community`: the server the history belongs to (default: the export's guild id, or 'replay')."""
+    `community`: the server the history belongs to (default: the export's guild id, or 'replay').
+
+    Every problem is a ValueError that names the file and the line (JSON lines) or the message
+    (`messages[3].content`): bytes that are not UTF-8, invalid JSON, a field of the wrong type, an
+    unreadable timestamp, and an id used twice in one file (both places are named). A JSON line without
+    an id gets one hashed from its channel, author, timestamp and text (and how many identical rows came
+    before it in the file), so replaying the same file twice skips what was stored while two different
+    posts never share an id. Lone surrogates in text become U+FFFD."""
     posts = _load(path)
     if community is not None:
         return [replace(p, community_id=community) for p in posts]
@@ -26,46 +35,134 @@ def load_export(path: str, community: str | None = None) -> list[Post]:
 
 
 def _load(path: str) -> list[Post]:
-    raw = Path(path).read_text(encoding="utf-8")
+    raw = decode_utf8(Path(path).read_bytes(), path)
     stripped = raw.lstrip()
     if stripped.startswith("{") and '"messages"' in raw[:100_000]:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
         return _from_exporter(data, path)
     posts = []
-    for n, row in read_text_rows(raw.splitlines(), path):
-        posts.append(Post(platform="replay", message_id=str(row.get("id", n)), channel_id=str(row.get("channel", "replay")),
-                          author_id=str(row.get("author", "unknown")), text=row["text"],
-                          created_at=_time(row.get("timestamp"))))
+    seen: dict[str, int] = {}      # message id -> line
+    repeats: Counter = Counter()   # content digest -> rows with that content so far (for hashed ids)
+    for n, row in read_text_rows(raw.split("\n"), path):
+        explicit = row_id(row, path, n)
+        channel = _id_field(row, "channel", f"{path}:{n}")
+        author = _id_field(row, "author", f"{path}:{n}")
+        timestamp = _time(row.get("timestamp"), f"{path}:{n}: 'timestamp'")
+        if explicit is not None:
+            message_id = str(explicit)
+        else:
+            content = json.dumps([channel, author, row.get("timestamp"), row["text"]], ensure_ascii=False)
+            digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
+            message_id = content_id(digest, repeats[digest])
+            repeats[digest] += 1
+        if message_id in seen:
+            raise ValueError(f"{path}:{n}: id {message_id!r} was already used on line {seen[message_id]};"
+                             " ids must be unique in a file (or leave them out: each row then gets one hashed"
+                             " from its content)")
+        seen[message_id] = n
+        posts.append(Post(platform="replay", message_id=message_id, channel_id=channel or "replay",
+                          author_id=author or "unknown", text=row["text"], created_at=timestamp))
     return posts
 
 
-def _from_exporter(data: dict, path: str) -> list[Post]:
-    channel = data.get("channel") or {}
-    guild = data.get("guild") or {}
+def content_id(digest: str, occurrence: int = 0) -> str:
+    """A stable message id for a JSON line without one, from the sha256 `digest` of its content (channel, author,
+    timestamp, text as JSON) and how many rows with the same content came before it in the file."""
+    if occurrence:
+        digest = hashlib.sha256(f"{occurrence}\n{digest}".encode("ascii")).hexdigest()
+    return f"sha256-{digest[:32]}"
+
+
+def _id_field(row: dict, key: str, where: str) -> str | None:
+    """An optional id-like field (string or integer) as a string."""
+    value = row.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"{where}: '{key}' must be a string or an integer, not {json_kind(value)}")
+    return clean_text(str(value))
+
+
+def _from_exporter(data, path: str) -> list[Post]:
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a DiscordChatExporter export is a JSON object, not {json_kind(data)}")
+    channel = _object(data, "channel", path)
+    guild = _object(data, "guild", path)
+    messages = data.get("messages")
+    if messages is None:
+        messages = []
+    if not isinstance(messages, list):
+        raise ValueError(f"{path}: 'messages' must be a list, not {json_kind(messages)}")
+    channel_id = _id_field(channel, "id", f"{path}: channel") or "export"
+    channel_name = _text_field(channel, "name", f"{path}: channel")
+    guild_id = _id_field(guild, "id", f"{path}: guild") or ""
     posts = []
-    for i, m in enumerate(data.get("messages") or []):
-        if not isinstance(m, dict) or "id" not in m:
+    seen: dict[str, int] = {}
+    for i, m in enumerate(messages):
+        where = f"{path}: messages[{i}]"
+        if not isinstance(m, dict):
+            raise ValueError(f"{where} must be an object, not {json_kind(m)}")
+        if "id" not in m:
             raise ValueError(f"{path}: messages[{i}] has no id")
-        author = m.get("author") or {}
-        if author.get("isBot") or not (m.get("content") or "").strip():
+        message_id = _id_field(m, "id", where)
+        if not message_id:
+            raise ValueError(f"{where}.id must be a non-empty string or an integer")
+        if message_id in seen:
+            raise ValueError(f"{where}: id {message_id!r} was already used by messages[{seen[message_id]}]")
+        seen[message_id] = i
+        author = _object(m, "author", where)
+        is_bot = author.get("isBot")
+        if is_bot is not None and not isinstance(is_bot, bool):
+            raise ValueError(f"{where}.author.isBot must be true or false, not {json_kind(is_bot)}")
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            raise ValueError(f"{where}.content must be a string, not {json_kind(content)}")
+        author_id = _id_field(author, "id", f"{where}.author") or "unknown"
+        author_name = _text_field(author, "name", f"{where}.author")
+        created_at = _time(m.get("timestamp"), f"{where}.timestamp")
+        if is_bot or not (content or "").strip():
             continue
-        posts.append(Post(platform="discord", message_id=str(m["id"]), channel_id=str(channel.get("id", "export")),
-                          channel_name=channel.get("name", ""), community_id=str(guild.get("id", "")),
-                          author_id=str(author.get("id", "unknown")), author_name=author.get("name", ""),
-                          text=m["content"], created_at=_time(m.get("timestamp"))))
+        posts.append(Post(platform="discord", message_id=message_id, channel_id=channel_id,
+                          channel_name=channel_name, community_id=guild_id, author_id=author_id,
+                          author_name=author_name, text=clean_text(content), created_at=created_at))
     return posts
 
 
-def _time(value) -> datetime | None:
-    if not value:
+def _object(parent: dict, key: str, where: str) -> dict:
+    """An optional nested object ({} when missing or null)."""
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: '{key}' must be an object, not {json_kind(value)}")
+    return value
+
+
+def _text_field(parent: dict, key: str, where: str) -> str:
+    """An optional string field ('' when missing or null), lone surrogates replaced."""
+    value = parent.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{key} must be a string, not {json_kind(value)}")
+    return clean_text(value)
+
+
+def _time(value, where: str = "timestamp") -> datetime | None:
+    """An optional ISO 8601 time; ValueError naming `where` when it is not one."""
+    if value is None or value == "":
         return None
+    if not isinstance(value, str):
+        raise ValueError(f"{where} must be an ISO 8601 time string, not {json_kind(value)}")
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return None
+        raise ValueError(f"{where} is not an ISO 8601 time") from None
 
 
 async def replay(args, policy, scorer) -> int:
@@ -74,6 +171,11 @@ async def replay(args, policy, scorer) -> int:
         posts = load_export(args.export, getattr(args, "community", None))
     except ValueError as exc:
         print(f"caveat: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError:
+        raise  # `caveat` says "file not found"
+    except OSError as exc:
+        print(f"caveat: cannot read {args.export}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
         return 2
     store = await Store.open(args.db or default_db_path())
     pipeline = Pipeline(store, policy, scorer)
@@ -105,7 +207,7 @@ async def replay(args, policy, scorer) -> int:
     return 0
 
 
-CHUNK = 512
+CHUNK = 128  # posts per transaction: short enough that the live bot never waits long for the write lock
 
 
 async def _scored_chunks(posts: list[Post], scorer, size: int, model_input=lambda t: t):
