@@ -17,6 +17,7 @@ from bot.community import CommunityConfig, is_shadow, load_config
 from bot.engine import Decision, Engine, Post
 from bot.engine.actions import has_note, has_queue
 from bot.storage import Store
+from classifiers.normalize import clean_text
 from policies.loader import PolicySet
 
 log = logging.getLogger("caveat.pipeline")
@@ -123,6 +124,7 @@ class Pipeline:
         `replayed`: a post from history (`caveat replay`): its case is a replay case and no reply is reserved.
         `parents`: the channel ids a thread inherits settings from (its parent channel or forum).
         """
+        post = _clean(post)
         started = time.perf_counter()
         stored = await self.store.post_by_message(post.platform, post.message_id)
         if stored is not None:
@@ -144,6 +146,7 @@ class Pipeline:
     async def handle_edit(self, post: Post, *, parents: tuple[str, ...] = (),
                           now: datetime | None = None) -> Outcome | None:
         """Re-assess an edited post: the case follows the new decision; a second note is never sent."""
+        post = _clean(post)
         stored = await self.store.post_by_message(post.platform, post.message_id)
         if stored is None:
             return await self.handle(post, parents=parents, now=now)
@@ -238,6 +241,12 @@ class Pipeline:
             await self.store.audit("caveat", f"{outcome.reply}_failed", community=outcome.community_id,
                                    post_id=outcome.post_id, decision_id=outcome.decision_id,
                                    detail={"error": error}, now=now)
+
+
+def _clean(post: Post) -> Post:
+    """Lone surrogates (never valid UTF-8) read as U+FFFD, so the post can be stored and assessed."""
+    return replace(post, text=clean_text(post.text), author_name=clean_text(post.author_name),
+                   channel_name=clean_text(post.channel_name))
 
 
 def replace_text(post: Post, text: str) -> Post:

@@ -151,9 +151,6 @@ async def test_the_pipeline_decides_on_a_post_with_a_lone_surrogate(policy, stor
     assert d.action == "escalate"
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="bot/storage/store.py upsert_post stores the text as given; Pipeline.handle must "
-                          "clean_text the post first (one line, reported with issue 21); remove this mark then")
 async def test_the_gateway_path_stores_and_escalates_a_crisis_post_with_a_lone_surrogate(policy, store):
     post = Post("discord", "1", "c", "a", CRISIS + " \ud800", community_id="g", author_name="n\udfff")
     outcome = await Pipeline(store, policy).handle(post)
