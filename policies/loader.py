@@ -96,7 +96,13 @@ class _Doc:
         self.rel = rel
         self.data: Any = None
         self.root = None
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            issues.append(PolicyIssue(rel, line, f"not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8"))
+            return
         try:
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
             self.data = yaml.safe_load(text)
@@ -105,6 +111,9 @@ class _Doc:
             line = mark.line + 1 if mark else 1
             problem = getattr(exc, "problem", None) or str(exc)
             issues.append(PolicyIssue(rel, line, f"YAML syntax error: {problem}"))
+        except ValueError as exc:  # a scalar YAML resolves but Python refuses, e.g. the date 2026-13-45
+            self.root, self.data = None, None
+            issues.append(PolicyIssue(rel, 1, f"invalid value: {exc}"))
 
     def line(self, *path: Any) -> int:
         """Line of the node at `path` (keys and list indexes), or of its nearest existing parent."""
@@ -356,7 +365,14 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
     thresholds: dict[str, dict[str, dict[str, OperatingPoint]]] = {}
     if thr_doc:
         raw_thr = _expect_mapping(thr_doc, "thresholds", issues) or {}
+        if not isinstance(raw_thr, dict):
+            issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds"), "thresholds: must be a mapping of modes"))
+            raw_thr = {}
         for mode, per_label in raw_thr.items():
+            if not isinstance(per_label or {}, dict):
+                issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", mode),
+                                          f"thresholds.{mode}: must be a mapping of labels"))
+                continue
             if mode not in ("model", "rules_only"):
                 issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", mode),
                                           f"unknown threshold set '{mode}' (known: model, rules_only)"))
@@ -364,6 +380,10 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
             for label, bands in (per_label or {}).items():
                 if label not in LABELS:
                     issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", mode, label), f"unknown label '{label}'"))
+                    continue
+                if not isinstance(bands or {}, dict):
+                    issues.append(PolicyIssue(thr_doc.rel, thr_doc.line("thresholds", mode, label),
+                                              f"thresholds.{mode}.{label}: must be a mapping of bands"))
                     continue
                 for band, raw in (bands or {}).items():
                     if band not in ("note", "queue", "escalate"):

@@ -239,3 +239,17 @@ def test_at_the_highest_thresholds_the_bounds_allow_the_crisis_lane_still_works(
     scores = {"emergency": 0.55, "risky_self_treatment": 0.0, "unsupported_claim": 0.0, "promotion": 0.0}
     assert engine.assess(quiet, scores, model_version="m").action == "queue"    # more likely than not: queued
     assert engine.assess(quiet, dict(scores, emergency=0.85), model_version="m").action == "escalate"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: (d / "rules.yaml").write_bytes((d / "rules.yaml").read_bytes() + b"\n# caf\xe9\n"), "rules.yaml:"),
+    (lambda d: (d / "notes" / "hair.yaml").write_text(
+        (d / "notes" / "hair.yaml").read_text().replace("review_by: 2027-05-22", "review_by: 2027-13-45", 1)),
+     "invalid value"),
+    (lambda d: (d / "thresholds.yaml").write_text("thresholds:\n  model: 0.5\n"), "must be a mapping of labels"),
+])
+def test_odd_files_give_a_policy_error_never_a_crash(policy_dir, edit, message):
+    edit(policy_dir)
+    with pytest.raises(PolicyError) as err:
+        load_policy(policy_dir)
+    assert message in "\n".join(str(i) for i in err.value.issues)
