@@ -170,10 +170,24 @@ def _expect_mapping(doc: _Doc, key: str, issues: list[PolicyIssue]) -> dict:
 
 def _resolve_citation(ref: Any, note_topic: str, library: dict, doc: _Doc, loc: tuple,
                       issues: list[PolicyIssue]) -> Citation | None:
-    """Turn a note's citation ref into a Citation using only verified library fields."""
+    """Turn a note's citation ref into a Citation using only verified library fields; a malformed library
+    entry (a field of the wrong type or missing) is a PolicyIssue, never a crash."""
+    try:
+        return _citation(ref, note_topic, library, doc, loc, issues)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"evidence library entry '{ref.ref}' is malformed"
+                                  f" ({type(exc).__name__}: {exc})"))
+        return None
+
+
+def _citation(ref: Any, note_topic: str, library: dict, doc: _Doc, loc: tuple,
+              issues: list[PolicyIssue]) -> Citation | None:
     entry = library.get(ref.ref)
     if entry is None:
         issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"citation '{ref.ref}' is not in the evidence library"))
+        return None
+    if not isinstance(entry, dict):
+        issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"evidence library entry '{ref.ref}' is not a mapping"))
         return None
     verified = entry.get("verified") or {}
     if not verified.get("ids"):
@@ -197,10 +211,13 @@ def _resolve_citation(ref: Any, note_topic: str, library: dict, doc: _Doc, loc: 
     source = str(entry.get("journal_or_publisher", ""))
     # An unverified title is never shown as if it were the exact title: describe the source from verified fields.
     title = str(entry["title"]).strip() if verified.get("title") else _description(entry, source, year)
-    return Citation(
-        ref=ref.ref, title=title, source=source, year=year, pmid=entry.get("pmid"), doi=entry.get("doi"), url=link,
-        caveat=ref.caveat,
-    )
+    try:
+        return Citation(ref=ref.ref, title=title, source=source, year=year, pmid=entry.get("pmid"),
+                        doi=entry.get("doi"), url=link, caveat=ref.caveat)
+    except ValidationError as exc:  # e.g. a pmid that is a mapping: the library entry is malformed
+        issues.append(PolicyIssue(doc.rel, doc.line(*loc), f"evidence library entry '{ref.ref}' is malformed: "
+                                  + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())))
+        return None
 
 
 def is_json_api(url: str) -> bool:

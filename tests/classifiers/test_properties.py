@@ -20,7 +20,9 @@ from classifiers.normalize import _INVISIBLE, clean_text, model_input, normalize
 from classifiers.rules import _SENTENCE, _WORD, RuleHit, RuleSet, Span, _term_matches
 from policies.loader import DEFAULT_POLICY_DIR, PolicyError, load_policy
 
-FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples on every run, so CI never turns red by chance; widen locally with a seed.
+FAST = settings(max_examples=150, deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(FAST, max_examples=25)
 IMPORTS = settings(SLOW, max_examples=80)
 

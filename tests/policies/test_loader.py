@@ -253,3 +253,13 @@ def test_odd_files_give_a_policy_error_never_a_crash(policy_dir, edit, message):
     with pytest.raises(PolicyError) as err:
         load_policy(policy_dir)
     assert message in "\n".join(str(i) for i in err.value.issues)
+
+
+def test_a_malformed_evidence_entry_is_a_policy_error(policy_dir):
+    path = policy_dir / "evidence" / "citations.yaml"
+    text = path.read_text()
+    first = next(line for line in text.splitlines() if line.strip().startswith("pmid:") and line.split(":", 1)[1].strip())
+    path.write_text(text.replace(first, first.split(":")[0] + ": {}", 1))
+    with pytest.raises(PolicyError) as err:
+        load_policy(policy_dir)
+    assert "is malformed" in "\n".join(str(i) for i in err.value.issues)
