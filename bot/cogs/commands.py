@@ -29,32 +29,37 @@ MOD_PERMS = discord.Permissions(manage_messages=True)
 mod_only = app_commands.checks.has_permissions(manage_messages=True)
 
 
-def queue_page_embed(cases: list[dict], total: int, page: int, sort: str) -> discord.Embed:
-    """One page of the open-case list."""
+def queue_page_embed(cases: list[dict], total: int, page: int, sort: str, replayed: bool = False) -> discord.Embed:
+    """One page of the open-case list (replayed history included only when asked, and marked)."""
     pages = max(1, -(-total // PAGE))
     lines = []
     for c in cases:
         who = f" · claimed by <@{c['claimed_by']}>" if c["status"] == "claimed" else ""
         jump = f" · [post]({c['url']})" if c.get("url") else ""
-        lines.append(f"**#{c['id']}** {c.get('label') or 'no label'} · {c['action']} · {c['created_at'][:16]}{who}{jump}")
-    embed = discord.Embed(title=f"Open cases ({total}) · {sort} first", description="\n".join(lines) or "No open cases.",
+        mark = " · replayed" if c.get("kind") == "replay" else ""
+        lines.append(f"**#{c['id']}** {c.get('label') or 'no label'} · {c['action']}{mark} · {c['created_at'][:16]}"
+                     f"{who}{jump}")
+    scope = " (replayed history included)" if replayed else ""
+    embed = discord.Embed(title=f"Open cases ({total}) · {sort} first{scope}", description="\n".join(lines) or "No open cases.",
                           color=render.STATUS_COLOR["open"])
     embed.set_footer(text=f"page {page} of {pages}")
     return embed
 
 
-class QueuePageButton(discord.ui.DynamicItem[discord.ui.Button], template=r"caveat:queue:(?P<sort>oldest|severity):(?P<page>\d+):(?P<dir>prev|next)"):
-    """Previous / next page of `/caveat queue`: custom id `caveat:queue:<sort>:<page>:<prev|next>`."""
+class QueuePageButton(discord.ui.DynamicItem[discord.ui.Button],
+                      template=r"caveat:queue:(?P<sort>oldest|severity):(?P<page>\d+):(?P<dir>prev|next)(?P<r>:r)?"):
+    """Previous / next page of `/caveat queue`: custom id `caveat:queue:<sort>:<page>:<prev|next>[:r]`
+    (`:r` keeps replayed history in the list)."""
 
-    def __init__(self, sort: str, page: int, direction: str, disabled: bool = False):
+    def __init__(self, sort: str, page: int, direction: str, disabled: bool = False, replayed: bool = False):
         super().__init__(discord.ui.Button(label="◀ Previous" if direction == "prev" else "Next ▶", disabled=disabled,
-                                           custom_id=f"caveat:queue:{sort}:{page}:{direction}"))
-        self.sort, self.page, self.direction = sort, page, direction
+                                           custom_id=f"caveat:queue:{sort}:{page}:{direction}{':r' if replayed else ''}"))
+        self.sort, self.page, self.direction, self.replayed = sort, page, direction, replayed
 
     @classmethod
     async def from_custom_id(cls, interaction, item, match):
         """Rebuild from the custom id."""
-        return cls(match["sort"], int(match["page"]), match["dir"])
+        return cls(match["sort"], int(match["page"]), match["dir"], replayed=bool(match["r"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Show the neighbouring page in place."""
@@ -62,7 +67,8 @@ class QueuePageButton(discord.ui.DynamicItem[discord.ui.Button], template=r"cave
             await interaction.response.send_message("Only moderators (Manage Messages) can see the queue.", ephemeral=True)
             return
         page = self.page + (1 if self.direction == "next" else -1)
-        embed, view = await interaction.client.get_cog("Commands").queue_page(str(interaction.guild_id), self.sort, page)
+        embed, view = await interaction.client.get_cog("Commands").queue_page(str(interaction.guild_id), self.sort, page,
+                                                                              replayed=self.replayed)
         await interaction.response.edit_message(embed=embed, view=view)
 
 
@@ -93,24 +99,25 @@ class Commands(commands.Cog):
             await interaction.response.send_message(
                 "This command is for moderators: it needs the Manage Messages permission.", ephemeral=True)
 
-    async def queue_page(self, community: str, sort: str, page: int) -> tuple[discord.Embed, discord.ui.View]:
-        """The embed and navigation buttons for one page of this server's open cases (replayed ones hidden)."""
-        total = await self.store.count_cases(community=community)
+    async def queue_page(self, community: str, sort: str, page: int,
+                         replayed: bool = False) -> tuple[discord.Embed, discord.ui.View]:
+        """The embed and navigation buttons for one page of this server's open cases (replayed ones only if asked)."""
+        total = await self.store.count_cases(community=community, include_replayed=replayed)
         pages = max(1, -(-total // PAGE))
         page = min(max(1, page), pages)
         cases = await self.store.cases(community=community, status="open", sort=sort, limit=PAGE,
-                                       offset=(page - 1) * PAGE)
+                                       offset=(page - 1) * PAGE, include_replayed=replayed)
         view = discord.ui.View(timeout=None)
-        view.add_item(QueuePageButton(sort, page, "prev", disabled=page <= 1))
-        view.add_item(QueuePageButton(sort, page, "next", disabled=page >= pages))
-        return queue_page_embed(cases, total, page, sort), view
+        view.add_item(QueuePageButton(sort, page, "prev", disabled=page <= 1, replayed=replayed))
+        view.add_item(QueuePageButton(sort, page, "next", disabled=page >= pages, replayed=replayed))
+        return queue_page_embed(cases, total, page, sort, replayed), view
 
     @caveat.command(name="queue", description="Open cases, oldest or most severe first")
     @mod_only
     async def queue(self, interaction: discord.Interaction, sort: Literal["severity", "oldest"] = "severity",
-                    page: app_commands.Range[int, 1] = 1):
-        """List open cases, paginated."""
-        embed, view = await self.queue_page(str(interaction.guild_id), sort, page)
+                    page: app_commands.Range[int, 1] = 1, include_replayed: bool = False):
+        """List open cases, paginated; replayed history only with include_replayed."""
+        embed, view = await self.queue_page(str(interaction.guild_id), sort, page, replayed=include_replayed)
         await interaction.response.send_message(embed=embed, view=view, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @caveat.command(name="case", description="Show one case with its explanation")

@@ -271,3 +271,21 @@ async def test_a_button_carrying_another_servers_case_id_is_refused(harness, fak
     reply = await click(fake, forged, f"caveat:case:{theirs.case_id}:claim", user=fake.alice)
     assert reply.json["data"]["content"] == f"No case #{theirs.case_id} in this server."
     assert (await harness.store.case(theirs.case_id, community=fake.g2.id))["status"] == "open"
+
+
+async def test_the_queue_shows_replayed_history_only_when_asked_and_keeps_it_across_pages(harness, fake):
+    for i in range(11):
+        await harness.bot.pipeline.handle(Post("discord", f"h{i}", "c", "u", RISKY, community_id=fake.guild_id),
+                                          replayed=True)
+    _, live = await harness.post(QUEUED)
+    reply = await slash(fake, "caveat queue", user=fake.alice)
+    embed = reply.json["data"]["embeds"][0]
+    assert embed["title"].startswith("Open cases (1)") and "replayed" not in embed["description"]
+    reply = await slash(fake, "caveat queue", {"include_replayed": True, "sort": "oldest"}, user=fake.alice)
+    embed = reply.json["data"]["embeds"][0]
+    assert embed["title"] == "Open cases (12) · oldest first (replayed history included)"
+    assert embed["description"].count("· replayed") == 10 and embed["footer"]["text"] == "page 1 of 2"
+    page = reply.response["resource"]["message"]
+    nxt = await click(fake, page, "caveat:queue:oldest:1:next:r", user=fake.alice)
+    embed = nxt.json["data"]["embeds"][0]
+    assert embed["footer"]["text"] == "page 2 of 2" and f"#{live.case_id}" in embed["description"]
