@@ -6,6 +6,7 @@ the same post twice, or many posts at once, therefore never sends a second note 
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from bot.engine import Decision, Engine, Post
 from bot.engine.actions import has_note, has_queue
 from bot.storage import Store
 from classifiers.normalize import clean_text
+from classifiers.rules import truncation_notice
 from policies.loader import PolicySet
 
 log = logging.getLogger("caveat.pipeline")
@@ -75,11 +77,6 @@ class Pipeline:
         (classifiers.rules.MAX_ASSESSED_CHARS) says so in `why`. A lone surrogate in the text (never valid
         UTF-8) is read as U+FFFD.
         """
-        import asyncio
-
-        from classifiers.normalize import clean_text
-        from classifiers.rules import truncation_notice
-
         text = clean_text(post.text)
         if text is not post.text:
             post = replace(post, text=text)

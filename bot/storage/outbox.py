@@ -33,6 +33,11 @@ class OutboxMixin:
         after `retry_after_seconds`)."""
         now = now or utcnow()
         stale = iso(now - timedelta(seconds=retry_after_seconds))
+        pending_sql = ("SELECT 1 FROM platform_actions WHERE platform=? AND done_at IS NULL"
+                       " AND (taken_at IS NULL OR taken_at < ?) LIMIT 1")
+        # Polled every few seconds: a plain read first, so an empty outbox never takes the write lock.
+        if await self._one(pending_sql, (platform, stale)) is None:
+            return []
         async with self.transaction():
             rows = await self._all(
                 "SELECT * FROM platform_actions WHERE platform=? AND done_at IS NULL AND (taken_at IS NULL OR taken_at < ?)"

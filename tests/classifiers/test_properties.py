@@ -53,13 +53,16 @@ RULE_TEXT = st.lists(st.tuples(st.sampled_from(TERM_WORDS + PHRASES + FILLER), s
 
 # ---------------------------------------------------------------------------------------------- normalizer
 
+def with_surrogate_examples(test):
+    """Always try the lone-surrogate texts, besides what hypothesis generates."""
+    for text in reversed(SURROGATE_EXAMPLES):
+        test = example(text)(test)
+    return test
+
+
 @FAST
 @given(ANY_TEXT)
-@example(SURROGATE_EXAMPLES[0])
-@example(SURROGATE_EXAMPLES[1])
-@example(SURROGATE_EXAMPLES[2])
-@example(SURROGATE_EXAMPLES[3])
-@example(SURROGATE_EXAMPLES[4])
+@with_surrogate_examples
 def test_normalizer_never_raises_and_keeps_offsets(text):
     norm = normalize_for_matching(text, RULES.watched)
     assert len(norm.origin) == len(norm.text)
@@ -73,11 +76,7 @@ def test_normalizer_never_raises_and_keeps_offsets(text):
 
 @FAST
 @given(ANY_TEXT)
-@example(SURROGATE_EXAMPLES[0])
-@example(SURROGATE_EXAMPLES[1])
-@example(SURROGATE_EXAMPLES[2])
-@example(SURROGATE_EXAMPLES[3])
-@example(SURROGATE_EXAMPLES[4])
+@with_surrogate_examples
 def test_normalized_text_has_no_invisibles_marks_or_surrogates(text):
     for out in (normalize_for_matching(text, RULES.watched).text, model_input(text, RULES.watched),
                 normalize_text(text)):
@@ -89,11 +88,7 @@ def test_normalized_text_has_no_invisibles_marks_or_surrogates(text):
 
 @FAST
 @given(ANY_TEXT)
-@example(SURROGATE_EXAMPLES[0])
-@example(SURROGATE_EXAMPLES[1])
-@example(SURROGATE_EXAMPLES[2])
-@example(SURROGATE_EXAMPLES[3])
-@example(SURROGATE_EXAMPLES[4])
+@with_surrogate_examples
 def test_clean_text_removes_every_surrogate_and_is_idempotent(text):
     cleaned = clean_text(text)
     cleaned.encode("utf-8")
@@ -105,11 +100,7 @@ def test_clean_text_removes_every_surrogate_and_is_idempotent(text):
 
 @FAST
 @given(ANY_TEXT)
-@example(SURROGATE_EXAMPLES[0])
-@example(SURROGATE_EXAMPLES[1])
-@example(SURROGATE_EXAMPLES[2])
-@example(SURROGATE_EXAMPLES[3])
-@example(SURROGATE_EXAMPLES[4])
+@with_surrogate_examples
 def test_light_normalization_is_idempotent(text):
     once = normalize_text(text)
     assert normalize_text(once) == once
@@ -117,11 +108,7 @@ def test_light_normalization_is_idempotent(text):
 
 @FAST
 @given(ANY_TEXT)
-@example(SURROGATE_EXAMPLES[0])
-@example(SURROGATE_EXAMPLES[1])
-@example(SURROGATE_EXAMPLES[2])
-@example(SURROGATE_EXAMPLES[3])
-@example(SURROGATE_EXAMPLES[4])
+@with_surrogate_examples
 def test_model_input_is_idempotent_on_its_own_output(text):
     once = model_input(text, RULES.watched)
     assert model_input(once, RULES.watched) == once
