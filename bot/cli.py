@@ -16,6 +16,7 @@ from classifiers.normalize import clean_text
 from classifiers.rules import truncation_notice
 from policies.loader import PolicyError, PolicySet, load_policy, warn_once
 from policies.schema import LABELS
+from policies.settings import SettingsError, load_settings
 
 EXIT_USAGE = 2
 
@@ -324,7 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     from bot.logs import setup_logging
     setup_logging(json=args.log_json, verbose=args.verbose)
     try:
+        load_settings()  # every environment variable checked once, at start: a bad one stops here, named
         return args.func(args)
+    except SettingsError as exc:
+        print("caveat: invalid configuration:", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
     except PolicyError as exc:
         print("caveat: invalid policy:", file=sys.stderr)
         for issue in exc.issues:

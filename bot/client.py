@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 
 import aiohttp
@@ -16,6 +15,7 @@ from bot.community import CommunityConfig
 from bot.pipeline import Pipeline
 from bot.storage import Store, default_db_path
 from policies.loader import PolicyError, PolicyHolder, load_policy, warn_once
+from policies.settings import load_settings, retired_variables
 
 log = logging.getLogger("caveat.discord")
 
@@ -43,10 +43,6 @@ def invite_url(application_id: int) -> str:
     """The OAuth2 URL a server owner opens to add the bot with exactly the permissions it needs."""
     return discord.utils.oauth_url(application_id, permissions=required_permissions(),
                                    scopes=("bot", "applications.commands"))
-
-
-DASHBOARD_URL_ENV = "CAVEAT_DASHBOARD_URL"
-RETIRED_ENV = ("CAVEAT_MOD_CHANNEL_ID", "CAVEAT_ONCALL_ROLE_ID")
 
 
 class CaveatBot(commands.Bot):
@@ -140,7 +136,7 @@ async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
             from bot.metrics import start_ops_server
             ops = await start_ops_server(store, args.metrics_host, args.metrics_port, scorer=scorer)
         bot = CaveatBot(store=store, policies=holder, scorer=scorer, sync_commands=not getattr(args, "no_sync", False),
-                        dashboard_url=os.environ.get(DASHBOARD_URL_ENV))
+                        dashboard_url=load_settings().dashboard_url)
         async with bot:
             await bot.start(token)
     except discord.LoginFailure:
@@ -165,15 +161,15 @@ async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
 
 def main(args) -> int:
     """Run the Discord bot until interrupted; exit 2 with a clear message on configuration errors."""
-    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    secret = load_settings().discord_token
+    token = secret.get_secret_value() if secret is not None else ""
     if not token:
         print("caveat: DISCORD_TOKEN is not set; create a bot token in the Discord developer portal and export"
               " DISCORD_TOKEN=... (see docs/discord.md)", file=sys.stderr)
         return EXIT_USAGE
-    for name in RETIRED_ENV:
-        if os.environ.get(name):
-            print(f"caveat: warning: {name} is no longer read; each server sets its moderators' channel and on-call"
-                  " role with /caveat setup (docs/discord.md)", file=sys.stderr)
+    for name in retired_variables():
+        print(f"caveat: warning: {name} is no longer read; each server sets its moderators' channel and on-call"
+              " role with /caveat setup (docs/discord.md)", file=sys.stderr)
     try:
         holder = PolicyHolder(load_policy(getattr(args, "policy", None)))
     except PolicyError as exc:

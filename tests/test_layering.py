@@ -39,3 +39,10 @@ def test_layer_imports_point_left_only(layer):
 
 def test_bot_package_init_is_empty():
     assert (REPO / "bot" / "__init__.py").read_text().strip() == ""
+
+
+def test_settings_module_imports_nothing_from_the_project():
+    """policies/settings.py is read by every layer (policies, classifiers, bot), so it imports none of them."""
+    names = list(_imports(REPO / "policies" / "settings.py"))
+    bad = [n for n in names if n.split(".")[0] in ("bot", "classifiers", "policies", "discord", "aiohttp")]
+    assert not bad, bad

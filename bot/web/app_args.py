@@ -10,7 +10,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", help="trained model directory (default: $CAVEAT_MODEL_DIR or the shipped model)")
     p.add_argument("--rules-only", action="store_true", help="score with keyword rules only")
     p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback --host (also needs $CAVEAT_WEB_SECRET, at least 32 characters)")
+                   help="allow a non-loopback --host (cookies are then Secure: put HTTPS in front)")
     p.add_argument("--no-seed", action="store_true", help="do not add example posts to an empty sandbox")
     p.add_argument("--new-token", action="store_true",
                    help="print a new moderator login token; the old one and its sessions stop working")

@@ -82,16 +82,18 @@ def test_a_later_start_loads_the_cache_without_torch(int8):
 
 
 def test_unknown_backend_is_a_clear_error(monkeypatch):
-    from classifiers.serving import ModelUnavailable, load_scorer
+    from classifiers.serving import load_scorer
+    from policies.settings import SettingsError
     monkeypatch.setenv("CAVEAT_BACKEND", "gpu")
-    with pytest.raises(ModelUnavailable, match="CAVEAT_BACKEND must be one of onnx-int8, torch, got 'gpu'"):
+    with pytest.raises(SettingsError, match="CAVEAT_BACKEND must be one of onnx-int8, torch, got 'gpu'"):
         load_scorer()
 
 
 def test_bad_thread_setting_is_a_clear_error(monkeypatch):
-    from classifiers.serving import ModelUnavailable, default_threads
+    from classifiers.serving import default_threads
+    from policies.settings import SettingsError
     monkeypatch.setenv("CAVEAT_THREADS", "two")
-    with pytest.raises(ModelUnavailable, match="CAVEAT_THREADS must be a whole number, got 'two'"):
+    with pytest.raises(SettingsError, match="CAVEAT_THREADS must be a whole number, got 'two'"):
         default_threads()
 
 
