@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--community", help="the Discord server id the history belongs to (default: the export's guild;"
                                        " 'replay' for JSON lines)")
     model_opts(r)
+    from bot.score_workers import add_argument as add_score_workers
+    add_score_workers(r)  # --score-workers N
     r.set_defaults(func=cmd_replay)
 
     pol = sub.add_parser("policy", help="policy tools")

@@ -8,7 +8,9 @@ What is counted (ids and counts only, never text):
 - `caveat_decision_seconds`: histogram of the time from a post's arrival to its stored decision;
 - `caveat_queue_depth`: open review cases (replayed history left out), read from storage at scrape time;
 - `caveat_model_up`: 1 when this process scores with the model, 0 when it runs on keyword rules only;
-- `caveat_model_queue_depth`: posts waiting for a free model worker, at scrape time.
+- `caveat_model_queue_depth`: posts waiting for a free model worker, at scrape time;
+- `caveat_score_worker_deaths_total`: score worker processes (`--score-workers`) that died or hung;
+- `caveat_score_worker_fallbacks_total`: posts the score workers could not score, scored in the bot's process.
 
 The pipeline calls `observe_decision` and `model_fallback`; `render(store, scorer)` writes the page. `routes()`
 serves `/metrics` and `/healthz` on an aiohttp app (the dashboard), and `start_ops_server()` serves the same two
@@ -131,7 +133,11 @@ ACTIONS = Counter("caveat_actions_total", "Decisions by label (benign when none)
 MODEL_FALLBACKS = Counter("caveat_model_fallbacks_total",
                           "Posts decided by keyword rules alone because the model failed or timed out.")
 DECISION_SECONDS = Histogram("caveat_decision_seconds", "Seconds from a post's arrival to its stored decision.")
-METRICS = (POSTS_SCORED, ACTIONS, MODEL_FALLBACKS, DECISION_SECONDS)
+WORKER_DEATHS = Counter("caveat_score_worker_deaths_total",
+                        "Score worker processes that died or stopped answering (each is replaced).")
+WORKER_FALLBACKS = Counter("caveat_score_worker_fallbacks_total",
+                           "Posts the score workers could not score, scored in the bot's own process instead.")
+METRICS = (POSTS_SCORED, ACTIONS, MODEL_FALLBACKS, DECISION_SECONDS, WORKER_DEATHS, WORKER_FALLBACKS)
 
 
 def observe_decision(decision, seconds: float) -> None:
@@ -145,6 +151,16 @@ def observe_decision(decision, seconds: float) -> None:
 def model_fallback() -> None:
     """Count one post whose model scoring failed (the pipeline decided it by rules)."""
     MODEL_FALLBACKS.inc()
+
+
+def score_worker_died() -> None:
+    """Count one score worker that died or hung (its post was scored again)."""
+    WORKER_DEATHS.inc()
+
+
+def score_worker_fallback() -> None:
+    """Count one post scored in the bot's process because the score workers could not."""
+    WORKER_FALLBACKS.inc()
 
 
 async def queue_depth(store) -> int:

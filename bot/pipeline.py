@@ -17,6 +17,7 @@ from bot import metrics
 from bot.community import CommunityConfig, is_shadow, load_config
 from bot.engine import Decision, Engine, Post
 from bot.engine.actions import has_note, has_queue
+from bot.score_workers import WorkerUnavailable
 from bot.storage import Store
 from classifiers.normalize import clean_text
 from classifiers.rules import truncation_notice
@@ -54,9 +55,13 @@ class Outcome:
 class Pipeline:
     """Assess posts with the current policy and optional model, and keep storage in step."""
 
-    def __init__(self, store: Store, policy: PolicySet, scorer: Scorer | None = None):
+    def __init__(self, store: Store, policy: PolicySet, scorer: Scorer | None = None, workers=None):
+        """`workers`: a started bot.score_workers.ScoreWorkers (`--score-workers N`): posts are assessed in its
+        processes, each with the policy this pipeline holds when the post arrives; a post they cannot score
+        (its worker died twice) is assessed here with `scorer`."""
         self.store = store
         self.scorer = scorer
+        self.workers = workers
         self.set_policy(policy)
 
     def set_policy(self, policy: PolicySet) -> None:
@@ -80,6 +85,17 @@ class Pipeline:
         text = clean_text(post.text)
         if text is not post.text:
             post = replace(post, text=text)
+        if self.workers is not None and scores is None:
+            try:
+                decision, model_failed = await self.workers.decide(post, self.policy)
+            except WorkerUnavailable as exc:
+                log.warning("score workers could not assess post %s (%s); assessing it here", post.key, exc)
+                metrics.score_worker_fallback()
+            else:
+                if model_failed:
+                    log.warning("model scoring failed for post %s in a score worker; using rules only", post.key)
+                    metrics.model_fallback()
+                return decision
         long_post = len(text) > 2_000  # a few ms of normalizing and matching; up to the cap, ~15 ms
 
         async def run(fn, *args, **kw):

@@ -13,6 +13,7 @@ from bot.engine import Post
 from classifiers.jsonl import decode_utf8, json_kind, read_text_rows, row_id
 from classifiers.normalize import clean_text
 from bot.pipeline import Pipeline
+from bot.score_workers import ScoreWorkers, start_from_args
 from bot.storage import Store, default_db_path
 from policies.schema import LABELS
 
@@ -178,13 +179,16 @@ async def replay(args, policy, scorer) -> int:
         print(f"caveat: cannot read {args.export}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
         return 2
     store = await Store.open(args.db or default_db_path())
-    pipeline = Pipeline(store, policy, scorer)
+    workers = None
     table: Counter = Counter()
     duplicates = 0
     try:
+        workers = await start_from_args(args, scorer)  # --score-workers N: the model runs in N processes
+        bulk = _WorkerBulk(workers, scorer) if workers is not None and scorer is not None else scorer
+        pipeline = Pipeline(store, policy, scorer, workers=workers)
         from tqdm import tqdm
         with tqdm(total=len(posts), desc="replay", unit="post", disable=args.no_progress, file=sys.stderr) as bar:
-            async for chunk, scores in _scored_chunks(posts, scorer, CHUNK, pipeline.engine.model_input):
+            async for chunk, scores in _scored_chunks(posts, bulk, CHUNK, pipeline.engine.model_input):
                 async with store.batch():  # one transaction per chunk; a rerun skips what was stored
                     for post, post_scores in zip(chunk, scores):
                         outcome = await pipeline.handle(post, replayed=True, scores=post_scores)
@@ -197,6 +201,8 @@ async def replay(args, policy, scorer) -> int:
                 bar.update(len(chunk))
     finally:
         await store.close()
+        if workers is not None:
+            await workers.aclose()
         if scorer:
             await scorer.close()
     print(summary_table(table, len(posts), duplicates))
@@ -205,6 +211,16 @@ async def replay(args, policy, scorer) -> int:
           " Nothing was posted; the queue hides them unless asked ('include replayed history'), and"
           " `/caveat clear-replayed` or the dashboard closes them all.")
     return 0
+
+
+class _WorkerBulk:
+    """Bulk scoring in the score workers; a part they cannot score is scored by `scorer` in this process."""
+
+    def __init__(self, workers: ScoreWorkers, scorer):
+        self.workers, self.scorer = workers, scorer
+
+    async def score_many(self, texts: list[str]) -> list[dict[str, float]]:
+        return await self.workers.score_many(texts, fallback=self.scorer)
 
 
 CHUNK = 128  # posts per transaction: short enough that the live bot never waits long for the write lock
