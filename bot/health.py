@@ -75,13 +75,38 @@ def check_model(model: str | None = None) -> tuple[list[str], str | None]:
         return [f"model: {' '.join(str(exc).split()) or type(exc).__name__}"], None
 
 
+def check_db_url(url: str) -> list[str]:
+    """Problems with the PostgreSQL database at `url`, in a read-only session (an empty list when healthy)."""
+    from bot.storage.postgres import missing_driver, redact_url
+    where = redact_url(url)
+    try:
+        import asyncpg
+    except ImportError:
+        return [f"database: {missing_driver()}"]
+
+    async def read() -> set[int] | str:
+        conn = await asyncpg.connect(url, timeout=10, server_settings={"default_transaction_read_only": "on"})
+        try:
+            if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+                return f"database: {where}: not a Caveat database (no schema_migrations table)"
+            return {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        finally:
+            await conn.close()
+    try:
+        applied = asyncio.run(read())
+    except Exception as exc:
+        return [f"database: {where}: {type(exc).__name__}: {' '.join(str(exc).split())}"]
+    if isinstance(applied, str):
+        return [applied]
+    problem = migration_problem(applied, where)
+    return [problem] if problem else []
+
+
 async def check_store(store) -> str | None:
     """The live store: a query answers and the migrations are applied (None when healthy)."""
     try:
-        async with store.conn.execute("SELECT 1") as cur:
-            await cur.fetchone()
-        async with store.conn.execute("SELECT version FROM schema_migrations") as cur:
-            applied = {row[0] for row in await cur.fetchall()}
+        await store._one("SELECT 1 AS ok")
+        applied = {row["version"] for row in await store._all("SELECT version FROM schema_migrations")}
     except Exception as exc:
         return f"database: {type(exc).__name__}: {exc}"
     return migration_problem(applied, "the open database")
@@ -108,11 +133,18 @@ def main(args) -> int:
     report: list[str] = []
     if not getattr(args, "no_db", False):
         from bot.storage import default_db_path
-        db = Path(args.db).expanduser() if args.db else default_db_path()
-        db_problems = check_db_file(db)
+        from bot.storage.postgres import redact_url
+        from bot.storage.store import is_postgres_url
+        target = args.db or default_db_path()
+        if is_postgres_url(target):
+            db_problems = check_db_url(target)
+            shown = redact_url(target)
+        else:
+            shown = Path(target).expanduser()
+            db_problems = check_db_file(shown)
         problems += db_problems
         if not db_problems:
-            report.append(f"database {db}")
+            report.append(f"database {shown}")
     if getattr(args, "rules_only", False):
         report.append("keyword rules only (model not checked)")
     else:

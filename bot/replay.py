@@ -15,6 +15,7 @@ from classifiers.normalize import clean_text
 from bot.pipeline import Pipeline
 from bot.score_workers import ScoreWorkers, start_from_args
 from bot.storage import Store, default_db_path
+from bot.storage.postgres import redact_url
 from policies.schema import LABELS
 
 
@@ -207,7 +208,7 @@ async def replay(args, policy, scorer) -> int:
             await scorer.close()
     print(summary_table(table, len(posts), duplicates))
     communities = ", ".join(sorted({p.community_id for p in posts})) or "none"
-    print(f"\nDecisions stored as replayed cases (community {communities}) in {args.db or default_db_path()}."
+    print(f"\nDecisions stored as replayed cases (community {communities}) in {redact_url(str(args.db or default_db_path()))}."
           " Nothing was posted; the queue hides them unless asked ('include replayed history'), and"
           " `/caveat clear-replayed` or the dashboard closes them all.")
     return 0

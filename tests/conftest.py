@@ -33,10 +33,41 @@ def policy_dir(tmp_path) -> Path:
     return dst
 
 
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL server for this test run (started only when a test asks for PostgreSQL)."""
+    from pgcluster import PgCluster
+    cluster = PgCluster().start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-async def store(tmp_path):
-    """A Store on a fresh SQLite file."""
+def backend() -> str:
+    """The storage backend of a test: SQLite, except in the suites that run against both (their conftest)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def new_database(backend, tmp_path, request):
+    """Makes fresh, empty databases of the test's backend: a SQLite file path, or a URL of a new PostgreSQL schema."""
+    def make(name: str = "caveat.db"):
+        if backend == "postgresql":
+            return request.getfixturevalue("pg_cluster").new_url()
+        return tmp_path / name
+    return make
+
+
+@pytest.fixture
+def database(new_database):
+    """Where the test's store lives (see `new_database`)."""
+    return new_database()
+
+
+@pytest.fixture
+async def store(database):
+    """A Store on a fresh database of the test's backend."""
     from bot.storage import Store
-    s = await Store.open(tmp_path / "caveat.db")
+    s = await Store.open(database)
     yield s
     await s.close()

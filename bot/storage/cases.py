@@ -41,11 +41,11 @@ class CasesMixin:
             row = await self._one("SELECT id FROM cases WHERE post_id=? AND kind=? AND status != 'resolved'",
                                   (post_id, kind))
             if row:
-                await self.conn.execute(
+                await self._exec(
                     "UPDATE cases SET decision_id=?, label=?, action=?, priority=?, updated_at=? WHERE id=?",
                     (decision_id, label, decision.action, decision.severity, at, row["id"]))
                 return row["id"]
-            cur = await self.conn.execute(
+            cur = await self._exec(
                 "INSERT INTO cases (post_id, decision_id, community_id, channel_id, label, action, priority, kind,"
                 " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (post_id, decision_id, community_id, channel_id, label, decision.action, decision.severity, kind,
@@ -111,7 +111,7 @@ class CasesMixin:
             case = await self.case(case_id, community=community)
             self._check_actionable(case, moderator)
             if case["status"] != "claimed":
-                await self.conn.execute("UPDATE cases SET status='claimed', claimed_by=?, claimed_at=?, updated_at=?"
+                await self._exec("UPDATE cases SET status='claimed', claimed_by=?, claimed_at=?, updated_at=?"
                                         " WHERE id=?", (moderator, iso(now), iso(now), case_id))
                 await self.audit(moderator, "claim", community=community, case_id=case_id, post_id=case["post_id"],
                                  now=now)
@@ -124,7 +124,7 @@ class CasesMixin:
             self._check_actionable(case, moderator)
             if case["status"] != "claimed":
                 raise CaseConflict(f"case #{case_id} is not claimed")
-            await self.conn.execute("UPDATE cases SET status='open', claimed_by=NULL, claimed_at=NULL, updated_at=?"
+            await self._exec("UPDATE cases SET status='open', claimed_by=NULL, claimed_at=NULL, updated_at=?"
                                     " WHERE id=?", (iso(now), case_id))
             await self.audit(moderator, "unclaim", community=community, case_id=case_id, post_id=case["post_id"],
                              now=now)
@@ -139,7 +139,7 @@ class CasesMixin:
         async with self.transaction():
             case = await self.case(case_id, community=community)
             self._check_actionable(case, moderator)
-            await self.conn.execute(
+            await self._exec(
                 "UPDATE cases SET status='resolved', claimed_by=COALESCE(claimed_by, ?), resolved_by=?,"
                 " resolved_at=?, resolution=?, reason_code=?, updated_at=? WHERE id=?",
                 (moderator, moderator, at, resolution, reason_code, at, case_id))
@@ -151,7 +151,7 @@ class CasesMixin:
         """Close every open replayed (shadow history) case of a community at once; returns how many."""
         at = iso(now)
         async with self.transaction():
-            cur = await self.conn.execute(
+            cur = await self._exec(
                 "UPDATE cases SET status='resolved', resolution='cleared', resolved_by=?, resolved_at=?, updated_at=?"
                 " WHERE community_id=? AND kind='replay' AND status != 'resolved'", (moderator, at, at, community))
             await self.audit(moderator, "replayed_cleared", community=community, detail={"cases": cur.rowcount}, now=now)

@@ -38,10 +38,14 @@ def is_busy(exc: BaseException) -> bool:
     return "database is locked" in str(exc)
 
 
-def default_db_path() -> Path:
-    """`$CAVEAT_DB`, else `caveat.db` under the user's data directory (never the source tree)."""
+def default_db_path() -> Path | str:
+    """`$CAVEAT_DB` (a SQLite file, or a `postgresql://` URL kept as it is), else `caveat.db` under the user's data
+    directory (never the source tree)."""
     if os.environ.get("CAVEAT_DB"):
-        return Path(os.environ["CAVEAT_DB"]).expanduser()
+        value = os.environ["CAVEAT_DB"]
+        if value.startswith(("postgresql://", "postgres://")):
+            return value
+        return Path(value).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "caveat" / "caveat.db"
 

@@ -43,7 +43,7 @@ class OutboxMixin:
                 "SELECT * FROM platform_actions WHERE platform=? AND done_at IS NULL AND (taken_at IS NULL OR taken_at < ?)"
                 " ORDER BY id LIMIT ?", (platform, stale, limit))
             for r in rows:
-                await self.conn.execute("UPDATE platform_actions SET taken_at=? WHERE id=?", (iso(now), r["id"]))
+                await self._exec("UPDATE platform_actions SET taken_at=? WHERE id=?", (iso(now), r["id"]))
         return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
 
     async def finish_action(self, action_id: int, result: str, *, now: datetime | None = None) -> None:
@@ -80,7 +80,7 @@ class SessionsMixin:
             row = await self._one("SELECT * FROM login_links WHERE token_sha256=?", (sha256(token),))
             if row is None or row["used_at"] or row["expires_at"] < iso(now):
                 return None
-            await self.conn.execute("UPDATE login_links SET used_at=? WHERE token_sha256=?", (iso(now), sha256(token)))
+            await self._exec("UPDATE login_links SET used_at=? WHERE token_sha256=?", (iso(now), sha256(token)))
         return dict(row)
 
     async def create_web_session(self, *, moderator_id: str, moderator: str, community: str, role: str,
@@ -114,9 +114,9 @@ class SessionsMixin:
                                         now: datetime | None = None) -> int:
         """End every dashboard session and unused link of one moderator in one community; returns sessions ended."""
         async with self.transaction():
-            cur = await self.conn.execute("UPDATE web_sessions SET revoked_at=? WHERE community_id=? AND moderator_id=?"
+            cur = await self._exec("UPDATE web_sessions SET revoked_at=? WHERE community_id=? AND moderator_id=?"
                                           " AND revoked_at IS NULL", (iso(now), community, moderator_id))
-            await self.conn.execute("UPDATE login_links SET used_at=? WHERE community_id=? AND moderator_id=?"
+            await self._exec("UPDATE login_links SET used_at=? WHERE community_id=? AND moderator_id=?"
                                     " AND used_at IS NULL", (iso(now), community, moderator_id))
         return cur.rowcount
 

@@ -47,6 +47,10 @@ class PrivacyMixin:
     _scrub_needed: bool = False           # the current transaction removed text: checkpoint after its commit
     _scrub_task: asyncio.Task | None = None
 
+    def _mark_scrub(self) -> None:
+        """The current transaction removed text: scrub old copies after its commit."""
+        self._scrub_needed = True
+
     @property
     def scrub_pending(self) -> bool:
         """Is removed text still waiting for a checkpoint (a reader holds an older snapshot)?"""
@@ -107,7 +111,7 @@ class PrivacyMixin:
         its current row. An interrupted run leaves whole chunks done; running it again finishes the rest.
         """
         ids = [r["id"] for r in await self._all(f"SELECT id FROM posts WHERE {where} ORDER BY id", args)]
-        joined = self._owner is asyncio.current_task()  # inside the caller's transaction: chunks cannot help
+        joined = self._in_transaction()  # inside the caller's transaction: chunks cannot help
         done: list[int] = []
         for start in range(0, len(ids), self.redact_chunk):
             chunk = ids[start:start + self.redact_chunk]
@@ -124,7 +128,7 @@ class PrivacyMixin:
         ids = [r["id"] for r in rows]
         at = iso(now)
         for post_id in ids:
-            await self.conn.execute(
+            await self._exec(
                 f"UPDATE posts SET text=NULL, author_name=NULL, url=NULL, {mark}=COALESCE({mark}, ?) WHERE id=?",
                 (at, post_id))
             for drow in await self._all("SELECT id, detail FROM decisions WHERE post_id=?", (post_id,)):
@@ -132,11 +136,11 @@ class PrivacyMixin:
                 for rule in detail.get("rules", []):
                     rule["spans"] = [[s, e, None] for s, e, _ in rule.get("spans", [])]
                 detail["why"] = REDACTED
-                await self.conn.execute("UPDATE decisions SET detail=? WHERE id=?", (json.dumps(detail), drow["id"]))
-            await self.conn.execute(
+                await self._exec("UPDATE decisions SET detail=? WHERE id=?", (json.dumps(detail), drow["id"]))
+            await self._exec(
                 "UPDATE feedback SET reason=NULL WHERE decision_id IN (SELECT id FROM decisions WHERE post_id=?)", (post_id,))
         if ids:
-            self._scrub_needed = True  # transaction() checkpoints after the commit
+            self._mark_scrub()  # transaction() checkpoints after the commit
         return ids
 
     async def delete_post(self, platform: str, message_id: str, *, actor: str = "platform",
@@ -151,7 +155,7 @@ class PrivacyMixin:
             post_id = ids[0]
             community = (await self._one("SELECT community_id FROM posts WHERE id=?", (post_id,)))["community_id"]
             open_cases = await self._all("SELECT id FROM cases WHERE post_id=? AND status != 'resolved'", (post_id,))
-            await self.conn.execute(
+            await self._exec(
                 "UPDATE cases SET status='resolved', resolution='deleted', resolved_by=?, resolved_at=?, updated_at=?"
                 " WHERE post_id=? AND status != 'resolved'", (actor, at, at, post_id))
             await self.audit(actor, "post_deleted", community=community, post_id=post_id,
@@ -164,12 +168,12 @@ class PrivacyMixin:
         ids = await self._redact_post_rows("author_id=? AND community_id=?", (author_id, community),
                                            mark="purged_at", now=now)
         async with self.transaction():
-            cur = await self.conn.execute(
+            cur = await self._exec(
                 "UPDATE feedback SET reason=NULL WHERE user_id=? AND reason IS NOT NULL AND decision_id IN"
                 " (SELECT d.id FROM decisions d JOIN posts p ON p.id = d.post_id WHERE p.community_id=?)",
                 (author_id, community))
             if cur.rowcount:
-                self._scrub_needed = True
+                self._mark_scrub()
             await self.audit(actor or "member", "forget_me", community=community, detail={"posts_purged": len(ids)},
                              now=now)
         return len(ids)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,18 @@ from bot.storage.db import DatabaseBusy, is_busy, open_db
 from bot.storage.outbox import OutboxMixin, SessionsMixin
 from bot.storage.privacy import PrivacyMixin
 from bot.storage.stats import StatsMixin
+
+@dataclass(frozen=True)
+class Result:
+    """What a write statement did: rows changed, and the id of the row it inserted (None if none)."""
+    rowcount: int
+    lastrowid: int | None
+
+
+def is_postgres_url(target) -> bool:
+    """Does `target` (CAVEAT_DB, `--db`) name a PostgreSQL database rather than a SQLite file?"""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
 
 REPLAYED = 2  # decisions.shadow of a post from a replayed history
 
@@ -50,10 +63,16 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task | None = None
 
+    #: "sqlite" here; "postgresql" for `bot.storage.postgres.PostgresStore`.
+    dialect = "sqlite"
+
     @classmethod
-    async def open(cls, path) -> "Store":
-        """Open and migrate the database at `path`."""
-        return cls(await open_db(path))
+    async def open(cls, target) -> "Store":
+        """Open and migrate the database at `target`: a SQLite file path, or a `postgresql://` URL."""
+        if is_postgres_url(target):
+            from bot.storage.postgres import PostgresStore  # asyncpg is only needed for PostgreSQL
+            return await PostgresStore.open(str(target))
+        return cls(await open_db(target))
 
     async def close(self) -> None:
         """Close the connection."""
@@ -122,7 +141,7 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         while True:
             tries += 1
             try:
-                await self.conn.execute(statement)
+                await self._exec(statement)
                 return
             except sqlite3.OperationalError as exc:
                 if statement.startswith("BEGIN") and "within a transaction" in str(exc) and not nested:
@@ -168,13 +187,14 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         Should a ROLLBACK itself fail, the next BEGIN finds the open transaction and rolls it back first.
         """
         try:
-            await self.conn.execute("ROLLBACK")
+            await self._exec("ROLLBACK")
         except Exception as exc:
             if "no transaction is active" not in str(exc):
                 log.error("ROLLBACK failed: %s: %s", type(exc).__name__, exc)
 
-    # Bulk replay groups many posts in one transaction; kept as a name that says what it is for.
-    batch = transaction
+    def batch(self):
+        """Bulk replay groups many posts in one transaction; a name that says what it is for."""
+        return self.transaction()
 
     async def _one(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
         async with self.conn.execute(sql, args) as cur:
@@ -184,16 +204,25 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         async with self.conn.execute(sql, args) as cur:
             return list(await cur.fetchall())
 
-    async def _write(self, sql: str, args: tuple = ()) -> aiosqlite.Cursor:
+    async def _exec(self, sql: str, args: tuple = ()) -> Result:
+        """Run one statement on the store's connection (inside the caller's transaction for writes)."""
+        cur = await self.conn.execute(sql, args)
+        return Result(cur.rowcount, cur.lastrowid)
+
+    async def _write(self, sql: str, args: tuple = ()) -> Result:
         """Run one statement inside a transaction (the caller's, or its own)."""
         async with self.transaction():
-            return await self.conn.execute(sql, args)
+            return await self._exec(sql, args)
+
+    def _in_transaction(self) -> bool:
+        """Is the current task inside one of this store's transactions?"""
+        return self._owner is asyncio.current_task()
 
     # -- posts and decisions -------------------------------------------------------------------
     async def upsert_post(self, post: Post, *, now: datetime | None = None) -> tuple[int, bool]:
         """Store a post once per (platform, message id); returns (post id, newly stored?)."""
         async with self.transaction():
-            cur = await self.conn.execute(
+            cur = await self._exec(
                 "INSERT INTO posts (platform, message_id, community_id, channel_id, channel_name, author_id,"
                 " author_name, text, url, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (platform, message_id) DO NOTHING",
@@ -226,7 +255,7 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         Column `shadow`: 0 live, 1 shadow mode, 2 replayed history (never counted as live activity)."""
         at = iso(now)
         async with self.transaction():
-            cur = await self.conn.execute(
+            cur = await self._exec(
                 "INSERT INTO decisions (post_id, created_at, action, labels, scores, detail, note_id, topic, mode,"
                 " shadow, model_version, policy_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (post_id, at, decision.action, json.dumps(list(decision.labels)), json.dumps(decision.scores),
@@ -234,9 +263,9 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
                  REPLAYED if replayed else int(shadow),
                  decision.model_version, decision.policy_version))
             for label in () if replayed else decision.labels or ("benign",):
-                await self.conn.execute(
+                await self._exec(
                     "INSERT INTO daily_counts (community_id, day, label, action, count) VALUES (?,?,?,?,1)"
-                    " ON CONFLICT (community_id, day, label, action) DO UPDATE SET count = count + 1",
+                    " ON CONFLICT (community_id, day, label, action) DO UPDATE SET count = daily_counts.count + 1",
                     (community, at[:10], label, decision.action))
         return cur.lastrowid
 

@@ -13,6 +13,7 @@ from aiohttp.abc import AbstractAccessLogger
 from bot import metrics
 from bot.pipeline import Pipeline
 from bot.storage import Store, default_db_path
+from bot.storage.postgres import redact_url
 from bot.web import auth, cases, reports, sandbox, settings, thresholds
 from bot.web.keys import AUTH, PIPELINE, POLICY_DIR, STORE
 from policies.loader import PolicySet, load_policy, warn_once
@@ -119,7 +120,7 @@ async def serve(args, policy: PolicySet, scorer, *, ready: asyncio.Event | None 
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"Caveat dashboard on http://{host}:{args.port}/ (database {db}); press Ctrl+C to stop.", flush=True)
+        print(f"Caveat dashboard on http://{host}:{args.port}/ (database {redact_url(str(db))}); press Ctrl+C to stop.", flush=True)
         if ready is not None:
             ready.set()
         await asyncio.Event().wait()

@@ -16,6 +16,7 @@ from bot.community import update_config
 from bot.storage import Store
 from policies.loader import PolicyHolder, load_policy
 from fake_discord import FakeDiscord
+from pgcluster import BACKENDS
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -54,9 +55,11 @@ class Harness:
     """Starts, restarts and stops the bot against the fake, and waits for it to finish with a post."""
 
     def __init__(self, fake: FakeDiscord, db_path, policy, *, configure: bool = True,
-                 dashboard_url: str | None = "http://127.0.0.1:8080"):
+                 dashboard_url: str | None = "http://127.0.0.1:8080", bot_class: type[CaveatBot] = CaveatBot,
+                 **bot_options):
         self.fake, self.db_path, self.policy = fake, db_path, policy
         self.configure, self.dashboard_url = configure, dashboard_url
+        self.bot_class, self.bot_options = bot_class, bot_options   # e.g. a sharded bot and its shard_ids
         self.bot: CaveatBot | None = None
         self.store: Store | None = None
         self._task: asyncio.Task | None = None
@@ -65,14 +68,14 @@ class Harness:
         """Open the database and connect a new bot (what `caveat run` does, minus the token check)."""
         self.store = await Store.open(self.db_path)
         if self.configure:
-            # Both servers were set up with /caveat setup and went live (tests of setup itself start bare).
-            for guild in (self.fake.g1, self.fake.g2):
+            # Every server was set up with /caveat setup and went live (tests of setup itself start bare).
+            for guild in self.fake.guilds:
                 await update_config(self.store, self.policy, guild.id, "owner",
                                     {"mod_channel_id": guild.mods.id, "oncall_role_id": guild.oncall_role,
                                      "shadow_mode": "live"})
-        self.bot = CaveatBot(store=self.store, policies=PolicyHolder(self.policy), scorer=None,
-                             guild_ready_timeout=0.05, dashboard_url=self.dashboard_url, outbox_seconds=0.2,
-                             realert_check_seconds=0.2, crisis_retry_delays=(0.1, 0.2))
+        self.bot = self.bot_class(store=self.store, policies=PolicyHolder(self.policy), scorer=None,
+                                  guild_ready_timeout=0.05, dashboard_url=self.dashboard_url, outbox_seconds=0.2,
+                                  realert_check_seconds=0.2, crisis_retry_delays=(0.1, 0.2), **self.bot_options)
         await self.bot.login("fake-token")
         self._task = asyncio.create_task(self.bot.connect(reconnect=False))
         await asyncio.wait_for(self.bot.wait_until_ready(), 5)
@@ -116,13 +119,19 @@ class Harness:
         await waiter
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Every Discord end-to-end test runs against SQLite and against PostgreSQL."""
+    return request.param
+
+
 @pytest.fixture
-async def make_harness(fake, tmp_path):
+async def make_harness(fake, new_database):
     """Start extra bots on their own database (a bare server, another policy); all are stopped at the end."""
     started = []
 
     async def make(policy, *, name="other.db", **options) -> Harness:
-        h = Harness(fake, tmp_path / name, policy, **options)
+        h = Harness(fake, new_database(name), policy, **options)
         await h.start()
         started.append(h)
         return h
@@ -132,10 +141,10 @@ async def make_harness(fake, tmp_path):
 
 
 @pytest.fixture
-async def harness(fake, tmp_path, bot_policy_dir, policy, caplog):
+async def harness(fake, database, bot_policy_dir, policy, caplog):
     """A connected bot with its own temporary database; the test fails if the bot logged an error."""
     # The shipped PolicySet is immutable, so one session-wide copy saves a YAML parse per test.
-    h = Harness(fake, tmp_path / "caveat.db", policy if bot_policy_dir is None else load_policy(bot_policy_dir))
+    h = Harness(fake, database, policy if bot_policy_dir is None else load_policy(bot_policy_dir))
     await h.start()
     yield h
     await h.stop()

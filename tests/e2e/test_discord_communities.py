@@ -197,6 +197,11 @@ async def test_a_dashboard_decision_on_a_discord_case_happens_on_discord(harness
     assert "Resolved: caution note sent" in patch.json["embeds"][0]["fields"][-1]["value"]
     events = [e["action"] for e in await harness.store.audit_log(community=fake.guild_id, case_id=outcome.case_id)]
     assert "note_requested" in events and "note_sent" in events
+    # The bot marks the card refresh done right after Discord answered the PATCH above.
+    for _ in range(50):
+        if await harness.store.pending_actions(community=fake.guild_id) == []:
+            break
+        await asyncio.sleep(0.05)
     assert await harness.store.pending_actions(community=fake.guild_id) == []
 
 

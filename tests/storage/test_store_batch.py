@@ -10,12 +10,12 @@ def _post(i: int) -> Post:
     return Post("replay", f"m{i}", "c1", "u1", f"post number {i}")
 
 
-async def test_batch_commits_once_at_the_end(store, tmp_path):
+async def test_batch_commits_once_at_the_end(store, database):
     from bot.storage import Store
     async with store.batch():
         for i in range(5):
             await store.upsert_post(_post(i))
-        other = await Store.open(tmp_path / "caveat.db")  # a second connection sees nothing until the commit
+        other = await Store.open(database)  # a second connection sees nothing until the commit
         try:
             assert (await other._one("SELECT count(*) AS n FROM posts"))["n"] == 0
         finally:

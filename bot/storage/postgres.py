@@ -1,0 +1,243 @@
+"""`PostgresStore`: the same `Store`, on PostgreSQL through asyncpg, for several Caveat processes on one database.
+
+Selected by `CAVEAT_DB=postgresql://user:password@host:port/database` (or `--db` with such a URL). The store
+methods are shared with SQLite (`bot.storage.store.Store` and its mixins): their SQL is written once, in the
+common subset of both dialects, with `?` placeholders. This module translates it (`?` to `$n`; `INSERT OR
+IGNORE` to `ON CONFLICT DO NOTHING`; `RETURNING id` for the new row's id) and keeps SQLite's write semantics
+across processes:
+
+- Every write transaction first takes one transaction-scoped advisory lock per schema
+  (`pg_advisory_xact_lock`), so write transactions run one at a time across all processes, as SQLite's
+  `BEGIN IMMEDIATE` makes them. The checks the pipeline makes inside its transaction (is this post already
+  decided? may a note go out, or is this member's cooldown running? is this case already claimed?) therefore
+  see every write committed before, in whatever process it was made. Reads outside transactions take no lock.
+- Each task's transaction runs on its own pooled connection; several tasks of one process wait for the lock
+  in PostgreSQL, not in process memory.
+- A lock wait longer than `busy_budget_s` raises `DatabaseBusy`, like a SQLite database locked for too long.
+- Migrations come from `migrations/postgres/` with the same numbers as SQLite's, applied under a session
+  advisory lock so two processes starting together never both migrate.
+- After a commit that removed members' text, `VACUUM` prunes the old row versions from the tables.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+from datetime import datetime, timezone
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+from bot.storage.db import DatabaseBusy
+from bot.storage.store import Result, Store
+
+log = logging.getLogger("caveat.storage")
+
+#: Tables whose rows have a generated `id` (an INSERT into them returns it, like SQLite's lastrowid).
+ID_TABLES = frozenset({"posts", "decisions", "cases", "audit", "cooldowns", "feedback", "platform_actions",
+                       "policy_events"})
+
+#: Tables that hold members' text; vacuumed after a commit that removed some.
+TEXT_TABLES = ("posts", "decisions", "feedback")
+
+_INSERT = re.compile(r"^\s*INSERT\s+(OR\s+IGNORE\s+)?INTO\s+(\w+)", re.IGNORECASE)
+
+
+def missing_driver() -> RuntimeError:
+    return RuntimeError("CAVEAT_DB names a PostgreSQL database, but the PostgreSQL driver is not installed:"
+                        " pip install 'caveat[postgres]' (asyncpg)")
+
+
+@functools.lru_cache(maxsize=512)
+def translate(sql: str) -> tuple[str, bool]:
+    """SQLite-flavoured SQL as written in the store, in PostgreSQL's dialect; and does it return a new row's id?
+
+    `?` placeholders outside string literals become `$1, $2, ...`; `INSERT OR IGNORE INTO t ...` becomes
+    `INSERT INTO t ... ON CONFLICT DO NOTHING`; an INSERT into a table with a generated id gets `RETURNING id`.
+    """
+    out, n, quoted = [], 0, False
+    for ch in sql:
+        if ch == "'":
+            quoted = not quoted
+        if ch == "?" and not quoted:
+            n += 1
+            out.append(f"${n}")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    returns_id = False
+    m = _INSERT.match(text)
+    if m:
+        if m.group(1):
+            text = text[:m.start(1)] + text[m.end(1):] + " ON CONFLICT DO NOTHING"
+        if m.group(2).lower() in ID_TABLES and "RETURNING" not in text.upper():
+            text += " RETURNING id"
+            returns_id = True
+    return text, returns_id
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1]))
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("bot.storage") / "migrations" / "postgres"
+    return sorted((int(e.name.split("_", 1)[0]), e.read_text(encoding="utf-8"))
+                  for e in folder.iterdir() if e.name.endswith(".sql"))
+
+
+def _rowcount(status: str) -> int:
+    """Rows touched, from a command status such as 'UPDATE 3' or 'INSERT 0 1'."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresStore(Store):
+    """All persistent state of Caveat in one PostgreSQL database (schema), shared by many processes."""
+
+    dialect = "postgresql"
+    #: Connections per process: one per concurrent transaction or read.
+    pool_max = 10
+
+    def __init__(self, pool, url: str):  # noqa: D107 - no SQLite connection here
+        self.pool = pool
+        self.url = url
+        self._tx: dict[asyncio.Task, object] = {}
+        self._scrub_tasks: set[asyncio.Task] = set()
+        self._vacuum_lock = asyncio.Lock()
+
+    @property
+    def conn(self):
+        raise AttributeError("PostgresStore has no single connection; use the store's methods")
+
+    @classmethod
+    async def open(cls, target) -> "PostgresStore":
+        """Connect to the PostgreSQL database at `target` (a postgresql:// URL) and migrate it."""
+        try:
+            import asyncpg
+        except ImportError:
+            raise missing_driver() from None
+        url = str(target)
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=cls.pool_max,
+                server_settings={"lock_timeout": f"{int(cls.busy_budget_s * 1000)}ms",
+                                 "application_name": "caveat"})
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ConnectionError(f"cannot connect to PostgreSQL at {redact_url(url)}: {exc}") from exc
+        store = cls(pool, url)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.pool.close()
+
+    async def _migrate(self) -> None:
+        async with self.pool.acquire() as conn:
+            # One process migrates at a time (two bot shards starting together).
+            await conn.execute("SELECT pg_advisory_lock(hashtext('caveat.migrate.' || current_schema()))")
+            try:
+                await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                                   " applied_at TEXT NOT NULL)")
+                done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                for number, sql in _migrations():
+                    if number in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", number,
+                                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                    log.info("applied PostgreSQL migration %03d", number)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext('caveat.migrate.' || current_schema()))")
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        """One atomic unit of work on this task's own connection, after the schema's write lock.
+
+        Nested use by the same task joins the outer transaction. Commit on success, rollback on any error or
+        cancellation. A lock wait past `busy_budget_s` raises `DatabaseBusy` with nothing written.
+        """
+        import asyncpg
+
+        task = asyncio.current_task()
+        if task in self._tx:
+            yield self
+            return
+        scrub = False
+        async with self.pool.acquire() as conn:
+            self._tx[task] = conn
+            try:
+                async with conn.transaction():
+                    try:
+                        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('caveat.write.' ||"
+                                           " current_schema()))")
+                    except asyncpg.LockNotAvailableError as exc:
+                        raise DatabaseBusy(f"database is locked: another process held Caveat's write lock for"
+                                           f" more than {self.busy_budget_s:g} s; nothing was written") from exc
+                    yield self
+                scrub = task in self._scrub_tasks
+            finally:
+                self._scrub_tasks.discard(task)
+                del self._tx[task]
+        if scrub:
+            await self._scrub()
+
+    def _in_transaction(self) -> bool:
+        return asyncio.current_task() in self._tx
+
+    def _mark_scrub(self) -> None:
+        self._scrub_tasks.add(asyncio.current_task())
+
+    @property
+    def scrub_pending(self) -> bool:
+        return self._vacuum_lock.locked()
+
+    async def _scrub(self) -> bool:
+        """VACUUM the tables that held removed text, so its old row versions are pruned. Never raises."""
+        try:
+            async with self._vacuum_lock, self.pool.acquire() as conn:
+                await conn.execute("VACUUM " + ", ".join(TEXT_TABLES))
+            return True
+        except Exception as exc:
+            log.warning("VACUUM after a deletion failed (%s); the next one prunes the old rows",
+                        type(exc).__name__)
+            return False
+
+    @contextlib.asynccontextmanager
+    async def _connection(self):
+        conn = self._tx.get(asyncio.current_task())
+        if conn is not None:
+            yield conn
+        else:
+            async with self.pool.acquire() as conn:
+                yield conn
+
+    async def _one(self, sql: str, args: tuple = ()):
+        text, _ = translate(sql)
+        async with self._connection() as conn:
+            return await conn.fetchrow(text, *args)
+
+    async def _all(self, sql: str, args: tuple = ()):
+        text, _ = translate(sql)
+        async with self._connection() as conn:
+            return list(await conn.fetch(text, *args))
+
+    async def _exec(self, sql: str, args: tuple = ()) -> Result:
+        text, returns_id = translate(sql)
+        async with self._connection() as conn:
+            if returns_id:
+                rows = await conn.fetch(text, *args)
+                return Result(len(rows), rows[0]["id"] if rows else None)
+            return Result(_rowcount(await conn.execute(text, *args)), None)

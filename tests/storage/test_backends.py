@@ -1,0 +1,108 @@
+"""SQLite and PostgreSQL behind one Store: the same schema from one numbered list of migrations, the same SQL, and
+the same guarantees when several processes (here: several stores, each with its own connections) share one
+database: one decision per post, one note per member and topic, one claim per case."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from importlib import resources
+
+import pytest
+
+from bot.engine import Post
+from bot.pipeline import Pipeline
+from bot.storage import CaseConflict, Store
+from bot.storage.postgres import redact_url, translate
+from bot.community import update_config
+from pgcluster import BACKENDS
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+RISKY = "Put the rapa cream right on the fresh surgical wound, it stops the scar"
+CRISIS = "I want to kill myself tonight"
+
+
+def post(mid="m1", author="u1", text=RISKY, community="g1") -> Post:
+    return Post("discord", mid, "c1", author, text, community_id=community, author_name="Member", created_at=T0)
+
+
+def migration_numbers(folder) -> list[int]:
+    return sorted(int(e.name.split("_", 1)[0]) for e in folder.iterdir() if e.name.endswith(".sql"))
+
+
+def test_both_dialects_have_the_same_numbered_migrations():
+    root = resources.files("bot.storage") / "migrations"
+    assert migration_numbers(root) == migration_numbers(root / "postgres") != []
+
+
+def test_store_sql_is_translated_for_postgresql():
+    assert translate("SELECT * FROM posts WHERE id=? AND text != '?' AND x=?") == (
+        "SELECT * FROM posts WHERE id=$1 AND text != '?' AND x=$2", False)
+    assert translate("INSERT OR IGNORE INTO replies (post_id, kind) VALUES (?,?)") == (
+        "INSERT INTO replies (post_id, kind) VALUES ($1,$2) ON CONFLICT DO NOTHING", False)
+    assert translate("INSERT OR IGNORE INTO feedback (decision_id) VALUES (?)") == (
+        "INSERT INTO feedback (decision_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id", True)
+    assert translate("UPDATE cases SET status='open' WHERE id=?")[1] is False
+
+
+def test_a_database_password_never_appears_in_messages():
+    assert redact_url("postgresql://caveat:s3cret@db:5432/caveat") == "postgresql://caveat:***@db:5432/caveat"
+    assert redact_url("postgresql://caveat@db/caveat") == "postgresql://caveat@db/caveat"
+
+
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="CAVEAT_TEST_BACKENDS excludes postgresql")
+async def test_sqlite_and_postgresql_schemas_have_the_same_tables_and_columns(tmp_path, pg_cluster):
+    lite, pg = await Store.open(tmp_path / "caveat.db"), await Store.open(pg_cluster.new_url())
+    try:
+        tables = [r["name"] for r in await lite._all(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        lite_schema = {t: {r["name"] for r in await lite._all(f"PRAGMA table_info({t})")} for t in tables}
+        pg_schema: dict[str, set[str]] = {}
+        for r in await pg._all("SELECT table_name, column_name FROM information_schema.columns"
+                               " WHERE table_schema = current_schema()"):
+            pg_schema.setdefault(r["table_name"], set()).add(r["column_name"])
+        assert pg_schema == lite_schema
+    finally:
+        await lite.close()
+        await pg.close()
+
+
+@pytest.fixture
+async def two_processes(database):
+    """Two stores on one database, each with its own connections: what two Caveat processes have."""
+    a, b = await Store.open(database), await Store.open(database)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_two_processes_deliver_the_same_post_and_it_is_decided_once(two_processes, policy):
+    a, b = two_processes
+    await update_config(a, policy, "g1", "owner", {"shadow_mode": "live"})
+    outs = await asyncio.gather(*(Pipeline(s, policy).handle(post(), now=T0) for s in (a, b, a, b)))
+    assert sum(not o.duplicate for o in outs) == 1 and sum(o.reply == "note" for o in outs) == 1
+    assert (await b._one("SELECT COUNT(*) AS n FROM decisions"))["n"] == 1
+    assert (await a._one("SELECT COUNT(*) AS n FROM replies"))["n"] == 1
+
+
+async def test_a_members_cooldown_holds_across_processes(two_processes, policy):
+    a, b = two_processes
+    await update_config(a, policy, "g1", "owner", {"shadow_mode": "live"})
+    outs = await asyncio.gather(*(Pipeline(s, policy).handle(post(mid=f"m{i}"), now=T0)
+                                  for i, s in enumerate((a, b) * 3)))
+    assert sum(o.reply == "note" for o in outs) == 1
+    assert sum(1 for o in outs if o.note_blocked and "already got a note" in o.note_blocked) == 5
+
+
+async def test_two_processes_never_both_claim_one_case(two_processes, policy):
+    a, b = two_processes
+    out = await Pipeline(a, policy).handle(post(text=CRISIS), now=T0)
+
+    async def claim(store, who):
+        try:
+            await store.claim(out.case_id, who, community="g1")
+            return who
+        except CaseConflict:
+            return None
+    winners = [w for w in await asyncio.gather(*(claim(s, f"mod{i}") for i, s in enumerate((a, b) * 4))) if w]
+    assert len(winners) == 1
+    assert (await b.case(out.case_id, community="g1"))["claimed_by"] == winners[0]
