@@ -50,13 +50,13 @@ class CaveatBot(commands.Bot):
 
     def __init__(self, *, store: Store, policies: PolicyHolder, scorer=None, sync_commands: bool = True,
                  dashboard_url: str | None = None, outbox_seconds: float = 2.0, realert_check_seconds: float = 30.0,
-                 crisis_retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0), **options):
+                 crisis_retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0), score_workers=None, **options):
         super().__init__(command_prefix=commands.when_mentioned, intents=caveat_intents(), help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(), **options)
         self.store = store
         self.policies = policies
         self.scorer = scorer
-        self.pipeline = Pipeline(store, policies.current, scorer)
+        self.pipeline = Pipeline(store, policies.current, scorer, workers=score_workers)  # --score-workers N
         self.cases = CaseService(store, lambda: self.policies.current)
         self.dashboard_url = (dashboard_url or "").rstrip("/") or None
         self.outbox_seconds = outbox_seconds
@@ -130,13 +130,15 @@ def _load_scorer(args):
 
 async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
     store = await Store.open(getattr(args, "db", None) or default_db_path())
-    ops = None
+    ops = workers = None
     try:
+        from bot.score_workers import start_from_args
+        workers = await start_from_args(args, scorer)  # --score-workers N: None for 0 (score in this process)
         if getattr(args, "metrics_port", None):
             from bot.metrics import start_ops_server
             ops = await start_ops_server(store, args.metrics_host, args.metrics_port, scorer=scorer)
-        bot = CaveatBot(store=store, policies=holder, scorer=scorer, sync_commands=not getattr(args, "no_sync", False),
-                        dashboard_url=load_settings().dashboard_url)
+        bot = CaveatBot(store=store, policies=holder, scorer=scorer, score_workers=workers,
+                        sync_commands=not getattr(args, "no_sync", False), dashboard_url=load_settings().dashboard_url)
         async with bot:
             await bot.start(token)
     except discord.LoginFailure:
@@ -154,6 +156,8 @@ async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
         if ops is not None:
             await ops.cleanup()
         await store.close()
+        if workers is not None:
+            await workers.aclose()
         if scorer is not None:
             await scorer.close()
     return 0

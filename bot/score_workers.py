@@ -135,8 +135,8 @@ def worker_main(conn, settings: dict) -> None:
     """A worker's whole life: load once, then answer jobs until told to stop or the bot's end of the pipe closes."""
     os.environ.update(settings.get("env", WORKER_ENV))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the bot, which stops its workers
-    logging.basicConfig(level=logging.WARNING, format=f"caveat-score-worker[{os.getpid()}] %(levelname)s %(name)s:"
-                                                      " %(message)s")
+    from bot.logs import setup_logging
+    setup_logging(json=settings.get("log_json", False), force=True)  # as the bot logs: text or JSON lines, no text
     try:
         state = _load_state(settings)
         hook = settings.get("hook")
@@ -166,7 +166,7 @@ def worker_main(conn, settings: dict) -> None:
             else:
                 raise ValueError(f"unknown job {op!r}")
         except Exception as exc:  # the type only: an exception's message may quote the post
-            log.warning("job %s failed: %s", op, type(exc).__name__)
+            log.warning("score worker pid %d: job %s failed: %s", os.getpid(), op, type(exc).__name__)
             conn.send(("error", type(exc).__name__))
             continue
         conn.send(("ok", result))
@@ -372,8 +372,11 @@ class ScoreWorkers:
         self.start_timeout_s = start_timeout_s
         self.max_start_failures = max_start_failures
         self._ctx = multiprocessing.get_context(context)
+        from bot.logs import JsonFormatter
+        log_json = any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
         self._settings = {"model": None if model is None else str(model), "rules_only": rules_only,
-                          "threads": threads, "hook": hook, "env": {**WORKER_ENV, "CAVEAT_THREADS": str(threads)}}
+                          "threads": threads, "hook": hook, "log_json": log_json,
+                          "env": {**WORKER_ENV, "CAVEAT_THREADS": str(threads)}}
         self._jobs: queue.Queue = queue.Queue()
         self._slots = [_Slot(self, i) for i in range(n)]
         self._live = 0
