@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CAVEAT_"
 BACKENDS = ("onnx-int8", "torch")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 Backend = Literal["onnx-int8", "torch"]
 # Variables earlier versions read and this one does not; `caveat run` says so when one is set.
 RETIRED = ("CAVEAT_MOD_CHANNEL_ID", "CAVEAT_ONCALL_ROLE_ID")
@@ -36,8 +37,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True,
                                       validate_by_name=True, validate_by_alias=True)
 
-    db: Path | None = Field(None, description="SQLite database file (WAL). Default: `$XDG_DATA_HOME/caveat/caveat.db`,"
-                                              " else `~/.local/share/caveat/caveat.db`.")
+    db: SecretStr | None = Field(None, description="SQLite database file (WAL), or a `postgresql://` URL (may hold a"
+                                                   " password, so it is kept secret). Default:"
+                                                   " `$XDG_DATA_HOME/caveat/caveat.db`, else"
+                                                   " `~/.local/share/caveat/caveat.db`.")
     policy_dir: Path | None = Field(None, description="Policy directory (an existing directory). Default: the"
                                                       " shipped `policies/`.")
     model_dir: Path | None = Field(None, description="Trained classifier artifact. Default: the shipped"
@@ -62,7 +65,7 @@ class Settings(BaseSettings):
                                         description="The XDG cache base, used when `CAVEAT_CACHE_DIR` is unset."
                                                     " Default: `~/.cache`.")
 
-    @field_validator("db", "policy_dir", "model_dir", "base_model", "cache_dir", "data_dir", "xdg_cache_home",
+    @field_validator("policy_dir", "model_dir", "base_model", "cache_dir", "data_dir", "xdg_cache_home",
                      mode="before")
     @classmethod
     def _expand_user(cls, value: Any) -> Any:
@@ -75,11 +78,19 @@ class Settings(BaseSettings):
             raise ValueError("must be an existing directory")
         return value
 
-    @field_validator("db")
+    @field_validator("db", mode="before")
     @classmethod
-    def _db_is_a_file(cls, value: Path | None) -> Path | None:
-        if value is not None and value.is_dir():
-            raise ValueError("must be a database file, not a directory")
+    def _db_is_a_file_or_url(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if value.startswith(POSTGRES_SCHEMES):
+            return value
+        if "://" in value:
+            raise ValueError("must be a SQLite file path or a postgresql:// URL")
+        value = os.path.expanduser(value)
+        if Path(value).is_dir():
+            raise ValueError("must be a database file or a postgresql:// URL, not a directory")
         return value
 
     @field_validator("backend", mode="before")
@@ -116,6 +127,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return value.strip() or None
         return value
+
+    def database(self) -> Path | str | None:
+        """`CAVEAT_DB` as storage opens it: a `postgresql://` URL as it is, else a file path; None when unset."""
+        if self.db is None:
+            return None
+        value = self.db.get_secret_value()
+        return value if value.startswith(POSTGRES_SCHEMES) else Path(value)
 
     def cache_root(self) -> Path:
         """`CAVEAT_CACHE_DIR`, else `$XDG_CACHE_HOME/caveat`, else `~/.cache/caveat`."""
@@ -156,9 +174,13 @@ def describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         var = _variable(tuple(error.get("loc", ())))
-        shown = "" if "TOKEN" in var or "input" not in error else f", got {error['input']!r}"
+        shown = "" if var in SECRET_VARIABLES or "input" not in error else f", got {error['input']!r}"
         lines.append(f"{var} {_reason(error)}{shown}")
     return "\n".join(lines)
+
+
+SECRET_VARIABLES = frozenset(env_name(name) for name, info in Settings.model_fields.items()
+                             if info.annotation is not None and SecretStr in getattr(info.annotation, "__args__", ()))
 
 
 def load_settings(**overrides: Any) -> Settings:

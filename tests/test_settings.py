@@ -65,6 +65,19 @@ def test_the_token_is_never_printed(clean_env):
     assert "secret-token" not in repr(s) + str(s) + s.model_dump_json()
 
 
+def test_the_database_is_a_file_or_a_postgres_url_and_its_password_never_prints(clean_env, tmp_path):
+    clean_env.setenv("HOME", str(tmp_path))
+    clean_env.setenv("CAVEAT_DB", "~/caveat.db")
+    assert load_settings().database() == tmp_path / "caveat.db"
+    clean_env.setenv("CAVEAT_DB", "postgresql://caveat:hunter2@db.internal/caveat")
+    s = load_settings()
+    assert s.database() == "postgresql://caveat:hunter2@db.internal/caveat" and "hunter2" not in repr(s)
+    clean_env.setenv("CAVEAT_DB", str(tmp_path))
+    with pytest.raises(SettingsError, match="^CAVEAT_DB must be a database file or a postgresql:// URL, not a"
+                                            " directory$"):
+        load_settings()
+
+
 @pytest.mark.parametrize("name, value, says", [
     ("CAVEAT_THREADS", "abc", "CAVEAT_THREADS must be a whole number, got 'abc'"),
     ("CAVEAT_THREADS", "-2", "CAVEAT_THREADS must be at least 1, got -2"),
