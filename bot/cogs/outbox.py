@@ -62,11 +62,15 @@ class Outbox(commands.Cog):
         log.error("outbox poll stopped: %s; restarting it", type(exc).__name__, exc_info=exc)
         self.poll.restart()
 
+    def _communities(self) -> list[str]:
+        """The servers this process serves (its shards' guilds): it carries out and re-alerts for no others."""
+        return [str(guild.id) for guild in self.bot.guilds]
+
     async def run_pending(self) -> dict[int, str]:
         """Take every pending Discord action and carry it out; returns {action id: result}."""
         async with self._lock:
             results = {}
-            for row in await self.store.take_actions("discord"):
+            for row in await self.store.take_actions("discord", communities=self._communities()):
                 try:
                     result = await self._run(row)
                 except discord.HTTPException as exc:
@@ -145,7 +149,7 @@ class Outbox(commands.Cog):
         """Ping on-call again about each emergency nobody claimed within the server's re-alert delay."""
         now = utcnow()
         configs = {}
-        for row in await self.store.unattended_emergencies(older_than=now):
+        for row in await self.store.unattended_emergencies(older_than=now, communities=self._communities()):
             community = row["community_id"]
             if community not in configs:
                 configs[community] = await self.bot.community_config(community)

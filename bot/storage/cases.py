@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import datetime
 
 from bot.storage.clock import iso
@@ -161,13 +162,19 @@ class CasesMixin:
         """Remember the moderators' channel message that shows this case."""
         await self._write("UPDATE cases SET card_message_id=? WHERE id=?", (message_id, case_id))
 
-    async def unattended_emergencies(self, *, older_than: datetime, limit: int = 50) -> list[dict]:
-        """Open, unclaimed emergency cases (any community) last alerted before `older_than`: to re-alert."""
-        cutoff = iso(older_than)
-        rows = await self._all(
-            "SELECT id, community_id, post_id, created_at, realerted_at FROM cases WHERE status='open'"
-            " AND action='escalate' AND kind='flag' AND COALESCE(realerted_at, created_at) < ? ORDER BY id LIMIT ?",
-            (cutoff, limit))
+    async def unattended_emergencies(self, *, older_than: datetime, communities: Collection[str] | None = None,
+                                     limit: int = 50) -> list[dict]:
+        """Open, unclaimed emergency cases last alerted before `older_than`: to re-alert. Every community's, or
+        only those of `communities` (a bot process re-alerts only for the servers on its own shards)."""
+        where = ("status='open' AND action='escalate' AND kind='flag' AND COALESCE(realerted_at, created_at) < ?")
+        args: tuple = (iso(older_than),)
+        if communities is not None:
+            if not communities:
+                return []
+            where += f" AND community_id IN ({','.join('?' * len(communities))})"
+            args += tuple(communities)
+        rows = await self._all("SELECT id, community_id, post_id, created_at, realerted_at FROM cases"
+                               f" WHERE {where} ORDER BY id LIMIT ?", args + (limit,))
         return [dict(r) for r in rows]
 
     async def mark_realerted(self, case_id: int, *, now: datetime | None = None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from bot.storage.clock import iso, utcnow
@@ -27,21 +28,26 @@ class OutboxMixin:
             (community, platform, kind, case_id, post_id, actor, json.dumps(detail or {}), iso(now)))
         return cur.lastrowid
 
-    async def take_actions(self, platform: str, *, limit: int = 20, retry_after_seconds: float = 120,
-                           now: datetime | None = None) -> list[dict]:
+    async def take_actions(self, platform: str, *, communities: Collection[str] | None = None, limit: int = 20,
+                           retry_after_seconds: float = 120, now: datetime | None = None) -> list[dict]:
         """Pending actions for `platform`, marked as taken in one transaction (a crashed taker's rows come back
-        after `retry_after_seconds`)."""
+        after `retry_after_seconds`). With `communities`, only theirs: a bot process takes only the actions of the
+        servers on its own shards."""
         now = now or utcnow()
         stale = iso(now - timedelta(seconds=retry_after_seconds))
-        pending_sql = ("SELECT 1 FROM platform_actions WHERE platform=? AND done_at IS NULL"
-                       " AND (taken_at IS NULL OR taken_at < ?) LIMIT 1")
+        where = "platform=? AND done_at IS NULL AND (taken_at IS NULL OR taken_at < ?)"
+        args: tuple = (platform, stale)
+        if communities is not None:
+            if not communities:
+                return []
+            where += f" AND community_id IN ({','.join('?' * len(communities))})"
+            args += tuple(communities)
         # Polled every few seconds: a plain read first, so an empty outbox never takes the write lock.
-        if await self._one(pending_sql, (platform, stale)) is None:
+        if await self._one(f"SELECT 1 FROM platform_actions WHERE {where} LIMIT 1", args) is None:
             return []
         async with self.transaction():
-            rows = await self._all(
-                "SELECT * FROM platform_actions WHERE platform=? AND done_at IS NULL AND (taken_at IS NULL OR taken_at < ?)"
-                " ORDER BY id LIMIT ?", (platform, stale, limit))
+            rows = await self._all(f"SELECT * FROM platform_actions WHERE {where} ORDER BY id LIMIT ?",
+                                   args + (limit,))
             for r in rows:
                 await self._exec("UPDATE platform_actions SET taken_at=? WHERE id=?", (iso(now), r["id"]))
         return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]

@@ -106,3 +106,20 @@ async def test_two_processes_never_both_claim_one_case(two_processes, policy):
     winners = [w for w in await asyncio.gather(*(claim(s, f"mod{i}") for i, s in enumerate((a, b) * 4))) if w]
     assert len(winners) == 1
     assert (await b.case(out.case_id, community="g1"))["claimed_by"] == winners[0]
+
+
+async def test_each_shard_process_takes_only_its_own_servers_platform_actions(two_processes):
+    a, b = two_processes
+    ids = {g: await a.enqueue_action(g, "discord", "refresh_card", actor="web", case_id=1) for g in ("g1", "g2", "g3")}
+    assert [r["id"] for r in await a.take_actions("discord", communities=["g1"])] == [ids["g1"]]
+    assert await a.take_actions("discord", communities=[]) == []
+    assert [r["id"] for r in await b.take_actions("discord", communities=["g2", "g1"])] == [ids["g2"]]
+    assert [r["id"] for r in await b.take_actions("discord")] == [ids["g3"]]   # no filter: every server's
+
+
+async def test_re_alerts_are_looked_up_only_for_the_processs_own_servers(store, policy):
+    for g in ("g1", "g2"):
+        await Pipeline(store, policy).handle(post(mid=f"c-{g}", text=CRISIS, community=g), now=T0)
+    later = datetime(2026, 11, 1, 13, 0, tzinfo=timezone.utc)
+    assert {r["community_id"] for r in await store.unattended_emergencies(older_than=later)} == {"g1", "g2"}
+    assert {r["community_id"] for r in await store.unattended_emergencies(older_than=later, communities=["g2"])} == {"g2"}
