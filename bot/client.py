@@ -137,8 +137,10 @@ async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
         if getattr(args, "metrics_port", None):
             from bot.metrics import start_ops_server
             ops = await start_ops_server(store, args.metrics_host, args.metrics_port, scorer=scorer)
-        bot = CaveatBot(store=store, policies=holder, scorer=scorer, score_workers=workers,
-                        sync_commands=not getattr(args, "no_sync", False), dashboard_url=load_settings().dashboard_url)
+        from bot.shards import make_bot  # imports this module: CaveatBot, or its sharded form with --shards
+        bot = make_bot(args, store=store, policies=holder, scorer=scorer, score_workers=workers,
+                       sync_commands=not getattr(args, "no_sync", False),
+                       dashboard_url=load_settings().dashboard_url)
         async with bot:
             await bot.start(token)
     except discord.LoginFailure:
@@ -165,6 +167,12 @@ async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
 
 def main(args) -> int:
     """Run the Discord bot until interrupted; exit 2 with a clear message on configuration errors."""
+    from bot.client_args import parse_shards
+    try:
+        parse_shards(getattr(args, "shards", None), getattr(args, "shard_count", None))
+    except ValueError as exc:
+        print(f"caveat: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     secret = load_settings().discord_token
     token = secret.get_secret_value() if secret is not None else ""
     if not token:

@@ -11,30 +11,32 @@ import json
 import re
 import time
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from fake_actions import MemberActions
-from fake_entities import (DISCORD_EPOCH_MS, GUILD_MESSAGES, JSON, MEMBER_PERMS, MESSAGE_CONTENT, MOD_PERMS, Channel,
-                           Guild, Request, User)
+from fake_entities import DISCORD_EPOCH_MS, JSON, MEMBER_PERMS, MOD_PERMS, Channel, Guild, Request, User
+from fake_gateway import GatewayMixin, Session, shard_of
 
 UNKNOWN_CHANNEL = {"message": "Unknown Channel", "code": 10003}
 UNKNOWN_MESSAGE = {"message": "Unknown Message", "code": 10008}
 
-__all__ = ["FakeDiscord", "Channel", "Guild", "User", "MOD_PERMS", "MEMBER_PERMS"]
+__all__ = ["FakeDiscord", "Channel", "Guild", "Session", "User", "MOD_PERMS", "MEMBER_PERMS", "shard_of"]
 
 
-class FakeDiscord(MemberActions):
-    """Gateway and REST API of two guilds, served on an ephemeral loopback port.
+class FakeDiscord(MemberActions, GatewayMixin):
+    """Gateway and REST API of two guilds (more with `add_guild`), served on an ephemeral loopback port.
 
     Guild 1 (`g1`) is also reachable through the flat attributes the first tests used: `guild_id`, `general`, `mods`,
     `forum`, `thread`, `mod_role`, `oncall_role`, `exempt_role`, members `member`, `other_member`, mods `alice` and
     `bob`. Guild 2 (`g2`) has its own channels, forum, thread and roles, mod `carol` and member `dave`, who are not
     members of guild 1. Every channel knows its guild, so events and interactions carry the right guild_id.
+    With two shards, guild 1 is on shard 0 and guild 2 on shard 1 (fake_gateway.py has the gateway's rules).
     """
 
     def __init__(self):
         self._ids = itertools.count(1)
-        self.guild_id = self.snowflake()
+        self._init_gateway()
+        self.guild_id = self.snowflake(shard=(0, 2))
         self.app_id = self.snowflake()
         self.bot_user = User(self.snowflake(), "Caveat", bot=True)   # no home guild: a member of every guild
         self.mod_role = self.snowflake()
@@ -52,7 +54,7 @@ class FakeDiscord(MemberActions):
         self.g1 = Guild(g1, "Health Community", self.general, self.mods, self.forum, self.thread, self.mod_role,
                         self.oncall_role, self.exempt_role, owner=self.alice,
                         users=[self.bot_user, self.member, self.other_member, self.alice, self.bob])
-        g2 = self.snowflake()
+        g2 = self.snowflake(shard=(1, 2))
         g2_forum = Channel(self.snowflake(), "patient-questions", type=15)
         g2_mod_role = self.snowflake()
         # Guild 2's general has the same name as guild 1's on purpose: names are not unique across servers.
@@ -68,14 +70,10 @@ class FakeDiscord(MemberActions):
         self.unhandled: list[str] = []
         self.messages: dict[str, dict] = {}
         self.commands: list[dict] = []
-        self.intents: int | None = None
-        self.identify_count = 0
         self._failures: list[tuple[str, re.Pattern, int, float]] = []
         self._interaction_messages: dict[str, dict] = {}
         self._interactions: dict[str, dict] = {}
         self._changed = asyncio.Condition()
-        self._ws: web.WebSocketResponse | None = None
-        self._seq = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -117,9 +115,27 @@ class FakeDiscord(MemberActions):
         return [m for m in self.messages.values() if m["author"]["id"] == self.bot_user.id
                 and (channel is None or m["channel_id"] == channel.id)]
 
-    def snowflake(self) -> str:
-        """A fresh numeric id with a real timestamp part."""
-        return str(((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) + next(self._ids))
+    def snowflake(self, shard: tuple[int, int] | None = None) -> str:
+        """A fresh numeric id with a real timestamp part; with `shard=(id, count)`, a guild id Discord routes to
+        that shard (the timestamp is moved up to count-1 ms)."""
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        if shard is not None:
+            ms += (shard[0] - ms) % shard[1]
+        return str((ms << 22) + next(self._ids))
+
+    def add_guild(self, name: str, *, shard: tuple[int, int] | None = None, members: int = 2) -> Guild:
+        """A new guild (on that shard when given) with general, moderators, a forum and a thread, the roles of the
+        first two, a moderator who owns it and `members` plain members (its `users`: the bot, the mod, members)."""
+        gid = self.snowflake(shard=shard)
+        forum = Channel(self.snowflake(), "questions", type=15)
+        mod_role = self.snowflake()
+        mod = User(self.snowflake(), f"mod-of-{gid}", roles=[mod_role], permissions=MOD_PERMS, guild_id=gid)
+        people = [User(self.snowflake(), f"member-{i}-of-{gid}", guild_id=gid) for i in range(members)]
+        guild = Guild(gid, name, Channel(self.snowflake(), "general"), Channel(self.snowflake(), "moderators"), forum,
+                      Channel(self.snowflake(), "a thread", type=11, parent_id=forum.id), mod_role,
+                      self.snowflake(), self.snowflake(), owner=mod, users=[self.bot_user, mod, *people])
+        self.guilds.append(guild)
+        return guild
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -135,8 +151,7 @@ class FakeDiscord(MemberActions):
 
     async def close(self) -> None:
         """Stop serving."""
-        if self._ws is not None:
-            await self._ws.close()
+        await self._close_gateway()
         await self._runner.cleanup()
 
     @property
@@ -148,44 +163,6 @@ class FakeDiscord(MemberActions):
     def gateway_url(self) -> str:
         """Value for DiscordWebSocket.DEFAULT_GATEWAY."""
         return f"ws://127.0.0.1:{self.port}/gateway"
-
-    # -- gateway -------------------------------------------------------------------------------
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        self._ws = ws
-        # Plain TEXT frames: discord.py asked for zlib-stream but only decompresses binary frames.
-        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            data = json.loads(msg.data)
-            if data["op"] == 1:
-                await ws.send_str(json.dumps({"op": 11}))
-            elif data["op"] == 2:
-                self.intents = data["d"]["intents"]
-                self.identify_count += 1
-                await self._send_ready()
-        return ws
-
-    async def dispatch(self, event: str, payload: dict) -> None:
-        """Send one gateway event to the connected bot, filtered by its intents like Discord does."""
-        if event.startswith("MESSAGE_") and payload.get("guild_id") and not (self.intents or 0) & GUILD_MESSAGES:
-            return
-        if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE") and not (self.intents or 0) & MESSAGE_CONTENT:
-            payload = dict(payload, content="", embeds=[], attachments=[], components=[])
-        self._seq += 1
-        await self._ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": payload}))
-
-    async def _send_ready(self) -> None:
-        self._seq = 0
-        await self.dispatch("READY", {
-            "v": 10, "user": self.bot_user.payload(),
-            "guilds": [{"id": g.id, "unavailable": True} for g in self.guilds],
-            "session_id": "fake-session", "resume_gateway_url": self.gateway_url,
-            "application": {"id": self.app_id, "flags": 0}, "private_channels": [], "relationships": []})
-        for guild in self.guilds:
-            await self.dispatch("GUILD_CREATE", guild.create_payload())
 
     # -- REST ----------------------------------------------------------------------------------
     def fail_next(self, method: str, path: str, status: int, retry_after: float = 0.01) -> None:
@@ -254,6 +231,10 @@ class FakeDiscord(MemberActions):
         m = re.fullmatch
         if method == "GET" and path == "/users/@me":
             return 200, self.bot_user.payload()
+        if method == "GET" and path == "/gateway/bot":   # AutoSharded clients without a shard_count ask this
+            return 200, {"url": self.gateway_url, "shards": self.recommended_shards,
+                         "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0,
+                                                 "max_concurrency": 1}}
         if method == "GET" and path == "/oauth2/applications/@me":
             return 200, {"id": self.app_id, "name": "Caveat", "description": "", "icon": None, "bot_public": False,
                          "bot_require_code_grant": False, "owner": self.alice.payload(), "verify_key": "0" * 64,
