@@ -58,7 +58,9 @@ class Pipeline:
     def __init__(self, store: Store, policy: PolicySet, scorer: Scorer | None = None, workers=None):
         """`workers`: a started bot.score_workers.ScoreWorkers (`--score-workers N`): posts are assessed in its
         processes, each with the policy this pipeline holds when the post arrives; a post they cannot score
-        (its worker died twice) is assessed here with `scorer`."""
+        (its worker died twice) is assessed here with `scorer`, and one they have not assessed within
+        `workers.deadline_s` (the model's timeout: a flood queues behind busy workers) by rules with review,
+        as when the model times out in this process."""
         self.store = store
         self.scorer = scorer
         self.workers = workers
@@ -85,12 +87,18 @@ class Pipeline:
         text = clean_text(post.text)
         if text is not post.text:
             post = replace(post, text=text)
+        late = False  # the score workers took longer than the model's timeout: rules + review, as in-process
         if self.workers is not None and scores is None:
             try:
-                decision, model_failed = await self.workers.decide(post, self.policy)
+                decision, model_failed = await asyncio.wait_for(self.workers.decide(post, self.policy),
+                                                                self.workers.deadline_s)
             except WorkerUnavailable as exc:
                 log.warning("score workers could not assess post %s (%s); assessing it here", post.key, exc)
                 metrics.score_worker_fallback()
+            except asyncio.TimeoutError:
+                log.warning("score workers did not assess post %s within %gs; using rules only", post.key,
+                            self.workers.deadline_s)
+                late = True
             else:
                 if model_failed:
                     log.warning("model scoring failed for post %s in a score worker; using rules only", post.key)
@@ -106,13 +114,17 @@ class Pipeline:
         elif scores is not None:
             decision = await run(self.engine.assess, post, scores, model_version=self.scorer.version)
         else:
-            failed = False
-            try:
-                scores = await self.scorer.score(await run(self.engine.model_input, text))
-            except Exception as exc:  # model failure or timeout: fail safe to rules + review
-                log.warning("model scoring failed for post %s: %s; using rules only", post.key, type(exc).__name__)
+            failed = late
+            if late:
                 metrics.model_fallback()
-                failed = True
+            else:
+                try:
+                    scores = await self.scorer.score(await run(self.engine.model_input, text))
+                except Exception as exc:  # model failure or timeout: fail safe to rules + review
+                    log.warning("model scoring failed for post %s: %s; using rules only", post.key,
+                                type(exc).__name__)
+                    metrics.model_fallback()
+                    failed = True
             if failed:
                 decision = await run(self.engine.assess, post, model_version=self.scorer.version, model_failed=True)
             else:
@@ -239,6 +251,8 @@ class Pipeline:
     async def reply_sent(self, post: Post, outcome: Outcome, message_id: str | None, *,
                          now: datetime | None = None) -> None:
         """The adapter posted the reply: remember its id (the cooldown was reserved with it)."""
+        if outcome.reply is None:  # no reply was reserved for this post
+            return
         async with self.store.transaction():
             await self.store.set_reply_message(outcome.post_id, outcome.reply, message_id)
             await self.store.audit("caveat", f"{outcome.reply}_sent", community=post.community_id,
@@ -247,6 +261,8 @@ class Pipeline:
 
     async def reply_failed(self, outcome: Outcome, error: str, *, now: datetime | None = None) -> None:
         """Posting the reply failed: release the reply and its cooldown so a retry can send it; audit why."""
+        if outcome.reply is None:  # no reply was reserved for this post
+            return
         async with self.store.transaction():
             await self.store.release_reply(outcome.post_id, outcome.reply)
             if outcome.cooldown_id is not None:

@@ -358,17 +358,22 @@ class ScoreWorkers:
     `model`: the trained model directory (None: the configured one); `rules_only`: workers load no model.
     `version`: the model version the bot's process scores with; a worker that loads another refuses to start.
     `hook`: a picklable callable run in each worker with its WorkerState after loading (tests, instrumentation).
+    `timeout_s`: how long one worker may take over one job before it is killed (and the job tried again);
+    `deadline_s`: how long the pipeline waits for a post in all (queueing included) before deciding it by rules
+    with review, like the in-process model runner's timeout.
     """
 
     def __init__(self, n: int, *, model: str | None = None, rules_only: bool = False, version: str | None = None,
-                 threads: int = 1, max_failures: int = 2, timeout_s: float = 10.0, start_timeout_s: float = 120.0,
-                 max_start_failures: int = 3, context: str = "spawn", hook: Callable | None = None):
+                 threads: int = 1, max_failures: int = 2, timeout_s: float = 10.0, deadline_s: float = 10.0,
+                 start_timeout_s: float = 120.0, max_start_failures: int = 3, context: str = "spawn",
+                 hook: Callable | None = None):
         if n < 1:
             raise ValueError("a pool needs at least one worker")
         self.n = n
         self.version = RULES_VERSION if rules_only else version
         self.max_failures = max(1, max_failures)
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s      # one worker's time for one job before it is killed and the job retried
+        self.deadline_s = deadline_s    # a post's whole time in the pool (queue, retries), enforced by the pipeline
         self.start_timeout_s = start_timeout_s
         self.max_start_failures = max_start_failures
         self._ctx = multiprocessing.get_context(context)

@@ -54,6 +54,15 @@ def _slow(state):
     state.predict = slow
 
 
+def _very_slow(state):
+    predict = state.predict
+
+    def slow(texts):
+        time.sleep(0.4)
+        return predict(texts)
+    state.predict = slow
+
+
 def _die_on_poison(state):
     """The worker dies (as a native crash would) on a post with POISON in it."""
     predict = state.predict
@@ -209,6 +218,22 @@ async def test_a_post_that_kills_its_workers_is_decided_in_the_bot_process(store
         assert outcomes[0].decision.labels == local.labels and outcomes[0].decision.action == local.action == "escalate"
         assert outcomes[0].decision.model_version == runner.version
         assert len(workers.pids()) == 2
+    finally:
+        await workers.aclose()
+
+
+async def test_a_flood_that_outwaits_the_deadline_is_decided_by_rules_with_review(policy, runner):
+    """As when the model times out in-process: past `deadline_s` a post is decided by rules (queued if a rule hit)."""
+    workers = _new_pool(1, hook=_very_slow, deadline_s=1.0)
+    try:
+        fallbacks = metrics.MODEL_FALLBACKS.value()
+        pipeline = Pipeline(None, policy, runner, workers=workers)
+        decisions = await asyncio.gather(*(pipeline.decide(_post(i, TEXTS[0])) for i in range(6)))
+        modes = [d.mode for d in decisions]
+        assert modes[0] == "model" and modes[-1] == "fallback"
+        assert metrics.MODEL_FALLBACKS.value() == fallbacks + modes.count("fallback")
+        assert all(d.action != "none" and d.model_version == runner.version for d in decisions)
+        assert workers.stats["deaths"] == 0
     finally:
         await workers.aclose()
 
