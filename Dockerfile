@@ -1,6 +1,8 @@
 # Caveat in a container: the Discord bot by default, the dashboard on request.
 #
 #   docker build -t caveat .            # --build-arg BASE=... for a mirror; the default is the official image
+#   docker build -t caveat --build-arg TORCH_SPEC=/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl .
+#                                       # torch's CPU wheel from ./wheels/ (git-ignored) instead of the CPU index
 #   docker run -d --name caveat -e DISCORD_TOKEN -v caveat-data:/data caveat
 #   docker run -d -p 8080:8080 -e CAVEAT_WEB_SECRET -v caveat-data:/data caveat \
 #       --log-json serve --host 0.0.0.0 --allow-remote
@@ -11,6 +13,9 @@
 # torch, no build tools; it runs as uid 10001 under tini. Secrets (DISCORD_TOKEN, CAVEAT_WEB_SECRET) come with
 # `docker run -e`, never in the image; the database lives on the /data volume.
 ARG BASE=python:3.11-slim
+# Where the export venv gets torch: any pip arguments that name a CPU build of torch 2.13.0 (an index, a wheel
+# under /wheels, which holds ./wheels/ of the build context when there is one, or a --find-links folder).
+ARG TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 
 FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -25,12 +30,18 @@ COPY policies ./policies
 # The serving environment: exactly what `pip install .` installs.
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install .
-# The export environment: torch from the CPU wheel index first (torch==2.13.0 from PyPI is the multi-GB CUDA
-# build), then the train extra. Used once, for the int8 export, and left behind with this stage.
+# Optional local wheels: ./wheels/ (if any) lands in /wheels; README.md is named so that the COPY never matches nothing.
+COPY README.md wheel[s] /wheels/
+# The export environment: torch from TORCH_SPEC first (torch==2.13.0 from PyPI is the multi-GB CUDA build, and
+# the build stops if a CUDA build got in), then the train extra. Used once, for the int8 export, and left behind
+# with this stage. export-model leaves its folder private (0700): uid 10001 must read it, and only read it.
+ARG TORCH_SPEC
 RUN python -m venv /opt/train \
- && /opt/train/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+ && /opt/train/bin/pip install ${TORCH_SPEC} \
+ && /opt/train/bin/python -c "import torch, sys; sys.exit(torch.version.cuda and 'TORCH_SPEC: a CUDA build')" \
  && /opt/train/bin/pip install ".[train]" \
- && /opt/train/bin/caveat export-model
+ && /opt/train/bin/caveat export-model \
+ && chmod -R a+rX /opt/caveat/cache
 
 FROM ${BASE}
 RUN apt-get update \
