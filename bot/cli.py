@@ -162,6 +162,31 @@ def cmd_policy_validate(args) -> int:
     return 1 if args.strict and p.warnings else 0
 
 
+def cmd_policy_publish(args) -> int:
+    """Put a policy directory in force for every Caveat process on the database (they follow within seconds)."""
+    from bot.policy_sync import PolicySync
+    from bot.storage import Store, default_db_path
+    try:
+        p = load_policy(args.dir)
+    except PolicyError as exc:
+        for issue in exc.issues:
+            print(str(issue), file=sys.stderr)
+        print("caveat: policy NOT published: fix the problems above", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> int:
+        store = await Store.open(args.db or default_db_path())
+        try:
+            before = await store.active_policy()
+            await PolicySync(store, lambda: p, lambda _: None).publish(p, actor=f"cli:{args.actor}")
+        finally:
+            await store.close()
+        was = before["version"] if before else "none"
+        print(f"published policy {p.version} from {p.directory} (was {was}); running processes follow it")
+        return 0
+    return asyncio.run(run())
+
+
 def cmd_replay(args) -> int:
     """Score a channel history into shadow cases and print what Caveat would have done."""
     from bot.replay import replay
@@ -291,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--strict", action="store_true",
                    help="exit 1 if any note is withdrawn or expires within 30 days (for CI)")
     v.set_defaults(func=cmd_policy_validate)
+
+    pp = pol_sub.add_parser("publish", help="put a policy directory in force for every process on the database")
+    pp.add_argument("dir", nargs="?", help="policy directory (default: $CAVEAT_POLICY_DIR or the shipped policies)")
+    pp.add_argument("--db", help="database file or postgresql:// URL (default: $CAVEAT_DB)")
+    pp.add_argument("--actor", default="operator", help="who publishes, for the record (default: operator)")
+    pp.set_defaults(func=cmd_policy_publish)
 
     e = sub.add_parser("export-feedback", help="write moderator outcomes as labeled JSON lines")
     e.add_argument("--db", help="database file")

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.cases import CaseService
 from bot.community import CommunityConfig
 from bot.pipeline import Pipeline
+from bot.policy_sync import PolicySync
 from bot.storage import Store, default_db_path
 from policies.loader import PolicyError, PolicyHolder, load_policy, warn_once
 from policies.settings import load_settings, retired_variables
@@ -50,7 +51,8 @@ class CaveatBot(commands.Bot):
 
     def __init__(self, *, store: Store, policies: PolicyHolder, scorer=None, sync_commands: bool = True,
                  dashboard_url: str | None = None, outbox_seconds: float = 2.0, realert_check_seconds: float = 30.0,
-                 crisis_retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0), score_workers=None, **options):
+                 crisis_retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0), score_workers=None,
+                 policy_poll_seconds: float = 2.0, **options):
         super().__init__(command_prefix=commands.when_mentioned, intents=caveat_intents(), help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(), **options)
         self.store = store
@@ -63,7 +65,16 @@ class CaveatBot(commands.Bot):
         self.realert_check_seconds = realert_check_seconds
         self.crisis_retry_delays = crisis_retry_delays  # background retries of a failed crisis reply
         self.sync_commands = sync_commands
-        self.tree.on_error = self._on_app_command_error
+        self.tree.error(self._on_app_command_error)
+        # One policy for every process on this database (bot/policy_sync.py): published and followed via storage.
+        self.policy_sync = PolicySync(store, lambda: self.policies.current, self.apply_policy,
+                                      poll_seconds=policy_poll_seconds)
+        self._policy_task: asyncio.Task | None = None
+
+    def apply_policy(self, policy) -> None:
+        """Put a PolicySet in force in this process (the pipeline and score workers included)."""
+        self.policies.current = policy
+        self.pipeline.set_policy(policy)
 
     @property
     def policy(self):
@@ -71,17 +82,30 @@ class CaveatBot(commands.Bot):
         return self.policies.current
 
     async def setup_hook(self) -> None:
-        """Load the extensions, then publish the slash commands."""
+        """Agree on the policy with the other processes on the database, load the extensions, publish the commands."""
+        log.info("%s", await self.policy_sync.start())
+        self._policy_task = asyncio.create_task(self.policy_sync.run(), name="caveat-policy-sync")
         for name in EXTENSIONS:
             await self.load_extension(name)
         if self.sync_commands:
             synced = await self.tree.sync()
             log.info("synced %d application commands", len(synced))
 
+    async def close(self) -> None:
+        """Stop following policy changes, then disconnect."""
+        if self._policy_task is not None:
+            self._policy_task.cancel()
+            try:
+                await self._policy_task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._policy_task = None
+        await super().close()
+
     async def on_ready(self) -> None:
         """Say where the bot is and how to invite it (ids only)."""
         log.info("connected as %s to %d server(s); invite URL: %s", self.user and self.user.id, len(self.guilds),
-                 invite_url(self.application_id))
+                 invite_url(self.application_id) if self.application_id else "(no application id yet)")
 
     async def on_message(self, message: discord.Message) -> None:
         """Caveat has no prefix commands: members' posts are handled by the listeners cog only."""
@@ -99,7 +123,9 @@ class CaveatBot(commands.Bot):
         if config.mod_channel_id is None:
             return None
         channel = self.get_channel(int(config.mod_channel_id))
-        if channel is None or getattr(getattr(channel, "guild", None), "id", None) != int(guild_id):
+        if not isinstance(channel, discord.abc.Messageable):  # unknown, or a category or forum: no messages there
+            return None
+        if getattr(getattr(channel, "guild", None), "id", None) != int(guild_id):
             return None
         return channel
 

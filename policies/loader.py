@@ -155,8 +155,9 @@ def _validate(model: type[BaseModel], data: Any, doc: _Doc, prefix: tuple, issue
         return None
 
 
-def _expect_mapping(doc: _Doc, key: str, issues: list[PolicyIssue]) -> dict:
-    """The top-level mapping under `key`, or an issue saying it is missing."""
+def _expect_mapping(doc: _Doc, key: str, issues: list[PolicyIssue]) -> Any:
+    """What the top-level mapping holds under `key` (callers check its type), or {} and an issue saying it is
+    missing."""
     if doc.data is None and doc.root is None:
         return {}
     if not isinstance(doc.data, dict) or key not in doc.data:
@@ -431,8 +432,8 @@ def load_policy(directory: str | os.PathLike | None = None, *, today: date | Non
     if comb_doc and comb_doc.root is not None:
         combine = _validate(Combine, _expect_mapping(comb_doc, "combine", issues), comb_doc, ("combine",), issues) or combine
 
-    if issues:
-        raise PolicyError(issues)
+    if issues or community is None:  # community.yaml is required: when it is missing, issues says so
+        raise PolicyError(issues or [PolicyIssue("community.yaml", 0, "no community settings")])
     return PolicySet(
         version="pol-" + hasher.hexdigest()[:12], directory=str(root),
         labels=MappingProxyType(labels), rules=tuple(rules),
@@ -497,9 +498,12 @@ class PolicyHolder:
 
     def __init__(self, policy: PolicySet):
         self.current = policy
+        #: Where reloads read from: the configured policy directory, also after following a policy published by
+        #: another process (whose files this process keeps in a private folder).
+        self.source = policy.directory
 
     def reload(self, directory: str | os.PathLike | None = None) -> PolicySet:
-        """Load again from `directory` (default: the current one); keep the old set on error."""
-        self.current = load_policy(directory or self.current.directory)
+        """Load again from `directory` (default: the configured one); keep the old set on error."""
+        self.current = load_policy(directory or self.source)
         warn_once(self.current)
         return self.current

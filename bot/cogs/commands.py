@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Literal
+from typing import Literal, cast
 
 import discord
 from discord import app_commands
@@ -67,8 +67,8 @@ class QueuePageButton(discord.ui.DynamicItem[discord.ui.Button],
             await interaction.response.send_message("Only moderators (Manage Messages) can see the queue.", ephemeral=True)
             return
         page = self.page + (1 if self.direction == "next" else -1)
-        embed, view = await interaction.client.get_cog("Commands").queue_page(str(interaction.guild_id), self.sort, page,
-                                                                              replayed=self.replayed)
+        cog = cast("Commands", cast(commands.Bot, interaction.client).get_cog("Commands"))  # loaded at start
+        embed, view = await cog.queue_page(str(interaction.guild_id), self.sort, page, replayed=self.replayed)
         await interaction.response.edit_message(embed=embed, view=view)
 
 
@@ -163,7 +163,9 @@ class Commands(commands.Cog):
                 f"Policy NOT reloaded; still using `{old}`. Problems:\n```\n{render.clip(issues, 1700)}\n```",
                 ephemeral=True)
             return
-        self.bot.pipeline.set_policy(new)
+        self.bot.apply_policy(new)
+        # In force for every process on this database (other shards, the dashboard) too.
+        await self.bot.policy_sync.publish(new, actor=str(interaction.user.id))
         await self.store.audit(str(interaction.user.id), "policy_reload", community=str(interaction.guild_id), detail={"from": old, "to": new.version})
         await interaction.response.send_message(
             f"Policy reloaded: `{old}` → `{new.version}` ({len(new.rules)} rules, {len(new.notes)} notes).", ephemeral=True)

@@ -215,6 +215,24 @@ class PostgresStore(Store):
                         type(exc).__name__)
             return False
 
+    async def _notify_policy(self, version: str) -> None:
+        # Delivered at commit to every listening connection of this database; a listener re-reads its own schema.
+        await self._exec("SELECT pg_notify('caveat_policy', ?)", (version,))
+
+    async def listen_policy(self, callback):
+        """LISTEN on a dedicated connection; `callback()` runs on each publication. Returns an async stop()."""
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        await conn.add_listener("caveat_policy", lambda *_: callback())
+
+        async def stop() -> None:
+            try:
+                await conn.close()
+            except Exception:  # already gone with the server
+                pass
+        return stop
+
     @contextlib.asynccontextmanager
     async def _connection(self):
         conn = self._tx.get(asyncio.current_task())

@@ -23,6 +23,7 @@ from bot.storage.clock import iso, utcnow
 from bot.storage.dashboard import DashboardQueriesMixin
 from bot.storage.db import DatabaseBusy, is_busy, open_db
 from bot.storage.outbox import OutboxMixin, SessionsMixin
+from bot.storage.policies import PolicyMixin
 from bot.storage.privacy import PrivacyMixin
 from bot.storage.stats import StatsMixin
 
@@ -55,7 +56,7 @@ def channel_scope(community_id: str, channel_id: str) -> str:
     return f"community:{community_id}/channel:{channel_id}"
 
 
-class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, DashboardQueriesMixin):
+class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, DashboardQueriesMixin, PolicyMixin):
     """All persistent state of Caveat behind one aiosqlite connection."""
 
     def __init__(self, conn: aiosqlite.Connection):

@@ -12,10 +12,11 @@ from aiohttp.abc import AbstractAccessLogger
 
 from bot import metrics
 from bot.pipeline import Pipeline
+from bot.policy_sync import PolicySync
 from bot.storage import Store, default_db_path
 from bot.storage.postgres import redact_url
 from bot.web import auth, cases, reports, sandbox, settings, thresholds
-from bot.web.keys import AUTH, PIPELINE, POLICY_DIR, STORE
+from bot.web.keys import AUTH, PIPELINE, POLICY_DIR, POLICY_SYNC, STORE
 from policies.loader import PolicySet, load_policy, warn_once
 
 log = logging.getLogger("caveat.web")
@@ -54,12 +55,15 @@ async def _root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/queue")
 
 
-def build_app(store: Store, pipeline: Pipeline, policy_dir: str, *, secure_cookies: bool = False) -> web.Application:
+def build_app(store: Store, pipeline: Pipeline, policy_dir: str, *, secure_cookies: bool = False,
+              policy_sync=None) -> web.Application:
     """The aiohttp application with every page; services are injected, nothing global."""
     app = web.Application(middlewares=[auth.security_middleware], client_max_size=256 * 1024)
     app[STORE] = store
     app[PIPELINE] = pipeline
     app[POLICY_DIR] = str(policy_dir)
+    if policy_sync is not None:
+        app[POLICY_SYNC] = policy_sync
     app[AUTH] = auth.Auth(store, secure_cookies=secure_cookies)
     r = app.router
     r.add_get("/", _root)
@@ -105,16 +109,21 @@ async def serve(args, policy: PolicySet, scorer, *, ready: asyncio.Event | None 
     """Open storage, print the login token on first start, seed the sandbox, and serve until cancelled."""
     db = args.db or default_db_path()
     store = await Store.open(db)
-    runner = None
+    runner = sync_task = None
     try:
         token = await auth.ensure_token(store, renew=args.new_token)
         if token:
             # Printed once, never logged: only its hash is stored.
             print(f"Operator login token (shown once; keep it somewhere safe): {token}", flush=True)
         pipeline = Pipeline(store, policy, scorer)
+        # One policy for every process on this database: follow what the bot publishes, publish threshold saves.
+        sync = PolicySync(store, lambda: pipeline.policy, pipeline.set_policy)
+        print(await sync.start(), flush=True)
+        sync_task = asyncio.create_task(sync.run(), name="caveat-policy-sync")
         if not args.no_seed and await sandbox.seed(pipeline):
             print(f"Added {len(sandbox.SEED)} example posts to the sandbox channel.", flush=True)
-        app = build_app(store, pipeline, policy.directory, secure_cookies=not is_loopback(args.host))
+        app = build_app(store, pipeline, policy.directory, secure_cookies=not is_loopback(args.host),
+                        policy_sync=sync)
         runner = web.AppRunner(app, access_log=logging.getLogger("caveat.web.access"), access_log_class=AccessLog)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
@@ -126,6 +135,8 @@ async def serve(args, policy: PolicySet, scorer, *, ready: asyncio.Event | None 
         await asyncio.Event().wait()
         return 0
     finally:
+        if sync_task is not None:
+            sync_task.cancel()
         if runner is not None:
             await runner.cleanup()
         if scorer is not None:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
+from typing import Any
 
 from aiohttp import web
 
-from bot.web.keys import PIPELINE, POLICY_DIR, SESSION, STORE
+from bot.web.keys import PIPELINE, POLICY_DIR, POLICY_SYNC, SESSION, STORE
 from bot.web.render import render
 from classifiers.evaluate import write_thresholds
 from policies.loader import PolicyError, PolicySet, load_policy
@@ -23,7 +24,7 @@ def bands(policy: PolicySet, mode: str) -> dict[str, list[str]]:
 
 def current_values(policy: PolicySet, mode: str) -> dict[str, dict[str, float]]:
     """The saved threshold values of `mode`."""
-    return {label: {b: policy.threshold(mode, label, b).value for b in names}
+    return {label: {b: op.value for b in names if (op := policy.threshold(mode, label, b)) is not None}
             for label, names in bands(policy, mode).items()}
 
 
@@ -72,7 +73,7 @@ def simulate(mode: str, values: dict[str, dict[str, float]], decisions: list[dic
     modes = DECISION_MODES.get(mode, (mode,))
     decisions = [d for d in decisions if d["mode"] in modes]
     judged = [j for j in judged if j["mode"] in modes]
-    out = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for label, per_band in values.items():
         names = list(per_band)
         produced = dict.fromkeys(names, 0)
@@ -133,7 +134,8 @@ async def simulate_json(request: web.Request) -> web.Response:
 def _points(policy: PolicySet, mode: str, values, sim: dict, moderator: str) -> tuple[dict, dict]:
     """All operating points with `mode` updated; changed ones get new provenance. Returns (points, changes)."""
     today = date.today().isoformat()
-    points, changes = {}, {}
+    points: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    changes: dict[str, list[float]] = {}
     for m, per_label in policy.thresholds.items():
         points[m] = {}
         for label, per_band in per_label.items():
@@ -189,6 +191,9 @@ async def thresholds_submit(request: web.Request) -> web.Response:
         return await thresholds_page(request, mode=mode, values=values, status=400,
                                      errors=["refused, the policy file was left as it was:"] + [str(i) for i in exc.issues])
     pipeline.set_policy(new_policy)
+    sync = request.app.get(POLICY_SYNC)
+    if sync is not None:  # in force for every process on this database (the bot's shards too)
+        await sync.publish(new_policy, actor=moderator)
     await request.app[STORE].audit(moderator, "thresholds_saved", community=request[SESSION].community,
                                    detail={"mode": mode, "changes": changes, "policy_version": new_policy.version})
     raise web.HTTPSeeOther(f"/thresholds?mode={mode}&saved=1")

@@ -72,8 +72,8 @@ async def test_case_command_shows_the_case_and_why(harness, fake):
 
 async def test_policy_reload_refuses_an_invalid_policy_and_says_why(harness, fake, policy_dir):
     # Serve from a writable copy of the shipped policy so the test can edit it.
-    harness.bot.policies.current = load_policy(policy_dir)
-    harness.bot.pipeline.set_policy(harness.bot.policy)
+    harness.bot.policies.source = str(policy_dir)   # what --policy DIR configures
+    harness.bot.apply_policy(load_policy(policy_dir))
     before = harness.bot.policy.version
     thresholds = policy_dir / "thresholds.yaml"
     good = thresholds.read_text()

@@ -1,0 +1,136 @@
+"""One policy in force for every process on one database: publish it there, and follow what others publish.
+
+A process that changes the policy (`/caveat policy reload`, a threshold saved on the dashboard, `caveat policy
+publish`, or the first process ever to start on a database) publishes its files to storage. Every process
+follows the newest publication: on PostgreSQL it is notified at once (LISTEN/NOTIFY), on SQLite it polls every
+`poll_seconds`. Following means loading the published files (written to a private folder of this process) and
+checking that they hash to the published version, so every decision of every process carries the same
+`policy_version`. A publication that does not load here is refused loudly and the current policy stays.
+
+A process that starts with different files on disk than the active policy follows the database, and says so:
+the database is the truth once several processes share it (a restarted shard must not undo a threshold a
+moderator saved). `caveat policy publish` puts the files on disk in force.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from policies.loader import PolicyError, PolicyIssue, PolicySet, load_policy
+
+log = logging.getLogger("caveat.policy")
+
+
+def policy_files(policy: PolicySet) -> dict[str, str]:
+    """The files that make up a loaded policy (the ones its version hashes), as text."""
+    root = Path(policy.directory)
+    return {rel: (root / rel).read_text(encoding="utf-8") for rel in policy.files}
+
+
+class PolicySync:
+    """Publishes this process's policy changes and follows everyone else's."""
+
+    def __init__(self, store, current: Callable[[], PolicySet], apply: Callable[[PolicySet], None], *,
+                 poll_seconds: float = 2.0, fallback_poll_seconds: float = 60.0):
+        self.store, self.current, self.apply = store, current, apply
+        self.poll_seconds, self.fallback_poll_seconds = poll_seconds, fallback_poll_seconds
+        self._folder = Path(tempfile.mkdtemp(prefix="caveat-policy-"))
+        self._changed = asyncio.Event()
+        self._stop_listening = None
+        self._seen: int | None = None
+
+    async def start(self, *, actor: str = "startup") -> str:
+        """At process start: publish our policy if none is active yet, else follow the active one.
+
+        Returns a one-line account of what happened (for the console and the log)."""
+        active = await self.store.active_policy()
+        mine = self.current()
+        if active is None:
+            await self.publish(mine, actor=actor)
+            return f"policy {mine.version} published (the first on this database)"
+        if active["version"] == mine.version:
+            self._seen = active["id"]
+            return f"policy {mine.version} (in force on this database)"
+        await self.check()
+        now = self.current()
+        if now.version == active["version"]:
+            return (f"policy {now.version} is in force on this database (published by {active['actor']});"
+                    f" the files in {mine.directory} are {mine.version}: `caveat policy publish` puts them in force")
+        return f"policy {mine.version}: the active policy {active['version']} could not be loaded here (see the log)"
+
+    async def publish(self, policy: PolicySet, *, actor: str) -> None:
+        """Put `policy` in force for every process (this one included)."""
+        files = await asyncio.to_thread(policy_files, policy)
+        self._seen = await self.store.publish_policy(policy.version, files, actor=actor)
+        log.info("policy %s published by %s", policy.version, actor)
+
+    async def check(self) -> bool:
+        """Follow the active policy if it is not ours; True when the policy in force here changed."""
+        active = await self.store.active_policy()
+        if active is None or active["id"] == self._seen:
+            return False
+        self._seen = active["id"]
+        if active["version"] == self.current().version:
+            return False
+        files = await self.store.policy_files(active["version"])
+        try:
+            policy = await asyncio.to_thread(self._materialize, active["version"], files or {})
+        except PolicyError as exc:
+            log.error("policy %s published by %s does not load here (%d problems); keeping %s",
+                      active["version"], active["actor"], len(exc.issues), self.current().version)
+            return False
+        old = self.current().version
+        self.apply(policy)
+        log.info("policy %s -> %s (published by %s)", old, policy.version, active["actor"])
+        return True
+
+    def _materialize(self, version: str, files: dict[str, str]) -> PolicySet:
+        folder = self._folder / version
+        if folder.exists():
+            shutil.rmtree(folder)
+        for rel, text in files.items():
+            path = (folder / rel).resolve()
+            if folder.resolve() not in path.parents:
+                raise PolicyError([PolicyIssue(rel, 0, "published file name leaves the policy folder")])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        policy = load_policy(folder)
+        if policy.version != version:
+            raise PolicyError([PolicyIssue("policy", 0, f"published files hash to {policy.version}, not {version}")])
+        for other in self._folder.iterdir():  # keep only the one in force
+            if other != folder:
+                shutil.rmtree(other, ignore_errors=True)
+        return policy
+
+    async def run(self) -> None:
+        """Follow publications until cancelled: notified (PostgreSQL) or polling (SQLite)."""
+        try:
+            self._stop_listening = await self.store.listen_policy(self._changed.set)
+        except Exception as exc:
+            log.warning("cannot listen for policy changes (%s); polling every %gs", type(exc).__name__,
+                        self.poll_seconds)
+        wait = self.fallback_poll_seconds if self._stop_listening else self.poll_seconds
+        self._changed.set()  # check once now: a publication may have come before the listener
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+                self._changed.clear()
+                try:
+                    await self.check()
+                except Exception as exc:  # a database hiccup: try again at the next tick
+                    log.warning("policy check failed: %s", type(exc).__name__)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._stop_listening:
+            stop, self._stop_listening = self._stop_listening, None
+            await stop()
+        shutil.rmtree(self._folder, ignore_errors=True)
