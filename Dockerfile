@@ -7,7 +7,7 @@
 #   docker run -d -p 8080:8080 -e CAVEAT_WEB_SECRET -v caveat-data:/data caveat \
 #       --log-json serve --host 0.0.0.0 --allow-remote
 #
-# Stage `build` installs the serving environment (`pip install .`: ONNX Runtime, no torch) into /opt/venv and,
+# Stage `build` installs the serving environment (`pip install '.[postgres]'`: ONNX Runtime, no torch) into /opt/venv and,
 # in a throwaway venv, torch's CPU wheel plus the train extra, only to run `caveat export-model` once: the int8
 # ONNX model lands in /opt/caveat/cache. The final stage copies the serving venv and that cache, nothing else: no
 # torch, no build tools; it runs as uid 10001 under tini. Secrets (DISCORD_TOKEN, CAVEAT_WEB_SECRET) come with
@@ -27,9 +27,10 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY classifiers ./classifiers
 COPY policies ./policies
-# The serving environment: exactly what `pip install .` installs.
+# The serving environment: what `pip install '.[postgres]'` installs (the PostgreSQL driver is small and lets one
+# image run on CAVEAT_DB=postgresql://...; README "Scaling out").
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install .
+ && /opt/venv/bin/pip install ".[postgres]"
 # Optional local wheels: ./wheels/ (if any) lands in /wheels; README.md is named so that the COPY never matches nothing.
 COPY README.md wheel[s] /wheels/
 # The export environment: torch from TORCH_SPEC first (torch==2.13.0 from PyPI is the multi-GB CUDA build, and
