@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
+from bot.storage.base import StoreBase
 from bot.storage.clock import iso
 
 RESOLUTIONS = ("sent_note", "dismissed", "removed", "escalated", "deleted", "expired", "cleared")
@@ -28,7 +30,7 @@ class CaseConflict(RuntimeError):
         self.holder = holder
 
 
-class CasesMixin:
+class CasesMixin(StoreBase):
     """Store methods for cases and the audit log."""
 
     async def open_case(self, post_id: int, decision_id: int, decision, *, channel_id: str, community_id: str,
@@ -51,7 +53,7 @@ class CasesMixin:
                 " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (post_id, decision_id, community_id, channel_id, label, decision.action, decision.severity, kind,
                  at, at))
-            return cur.lastrowid
+            return cur.new_id
 
     async def has_open_case(self, post_id: int) -> bool:
         """Does this post have an unresolved case?"""
@@ -70,7 +72,8 @@ class CasesMixin:
                     include_replayed: bool = False) -> list[dict]:
         """Cases of one community by status ('open' = open or claimed), label, channel, kind; replayed ones hidden
         unless asked for (or `kind='replay'`)."""
-        where, args = ["c.community_id = ?"], [community]
+        where: list[str] = ["c.community_id = ?"]
+        args: list[Any] = [community]
         if status == "open":
             where.append("c.status != 'resolved'")
         elif status:
@@ -94,10 +97,9 @@ class CasesMixin:
         """How many cases of one community are open (open or claimed) or in the given status."""
         where = "community_id = ?" + ("" if include_replayed else " AND kind != 'replay'")
         if status == "open":
-            row = await self._one(f"SELECT COUNT(*) AS n FROM cases WHERE {where} AND status != 'resolved'", (community,))
-        else:
-            row = await self._one(f"SELECT COUNT(*) AS n FROM cases WHERE {where} AND status = ?", (community, status))
-        return row["n"]
+            return await self._count(f"SELECT COUNT(*) AS n FROM cases WHERE {where} AND status != 'resolved'",
+                                     (community,))
+        return await self._count(f"SELECT COUNT(*) AS n FROM cases WHERE {where} AND status = ?", (community, status))
 
     @staticmethod
     def _check_actionable(case: dict, moderator: str) -> None:
@@ -191,13 +193,14 @@ class CasesMixin:
             "INSERT INTO audit (at, actor, action, community_id, case_id, post_id, decision_id, detail)"
             " VALUES (?,?,?,?,?,?,?,?)",
             (iso(now), actor, action, community, case_id, post_id, decision_id, json.dumps(detail or {})))
-        return cur.lastrowid
+        return cur.new_id
 
     async def audit_log(self, *, community: str, actor: str | None = None, action: str | None = None,
                         case_id: int | None = None, post_id: int | None = None, limit: int = 200,
                         offset: int = 0) -> list[dict]:
         """Audit events of one community, newest first, optionally filtered."""
-        where, args = ["community_id = ?"], [community]
+        where: list[str] = ["community_id = ?"]
+        args: list[Any] = [community]
         for col, val in (("actor", actor), ("action", action), ("case_id", case_id), ("post_id", post_id)):
             if val is not None and val != "":
                 where.append(f"{col} = ?")

@@ -3,11 +3,13 @@ each for one community. They live here so that nothing outside bot/storage write
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from bot.storage.base import StoreBase
 from bot.storage.stats import CONFIRMING, REJECTING
 
 
-class DashboardQueriesMixin:
+class DashboardQueriesMixin(StoreBase):
     """Store methods the dashboard's pages read."""
 
     async def _dicts(self, sql: str, args: tuple = ()) -> list[dict]:
@@ -16,7 +18,8 @@ class DashboardQueriesMixin:
     async def sandbox_feed(self, community: str, *, platform: str = "sandbox", limit: int = 60,
                            post_id: int | None = None) -> list[dict]:
         """One community's sandbox posts (oldest first) with their latest decision, replies, case and withheld reason."""
-        where, args = "p.platform = ? AND p.community_id = ?", [platform, community]
+        where = "p.platform = ? AND p.community_id = ?"
+        args: list[Any] = [platform, community]
         if post_id is not None:
             where += " AND p.id = ?"
             args.append(post_id)

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Collection
 from datetime import datetime, timedelta
 
+from bot.storage.base import StoreBase
 from bot.storage.clock import iso, utcnow
 
 
@@ -15,7 +16,7 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class OutboxMixin:
+class OutboxMixin(StoreBase):
     """Actions decided in one place (the dashboard) that the adapter owning the post carries out."""
 
     async def enqueue_action(self, community: str, platform: str, kind: str, *, actor: str,
@@ -26,7 +27,7 @@ class OutboxMixin:
             "INSERT INTO platform_actions (community_id, platform, kind, case_id, post_id, actor, detail, created_at)"
             " VALUES (?,?,?,?,?,?,?,?)",
             (community, platform, kind, case_id, post_id, actor, json.dumps(detail or {}), iso(now)))
-        return cur.lastrowid
+        return cur.new_id
 
     async def take_actions(self, platform: str, *, communities: Collection[str] | None = None, limit: int = 20,
                            retry_after_seconds: float = 120, now: datetime | None = None) -> list[dict]:
@@ -66,7 +67,7 @@ class OutboxMixin:
         return [dict(r) for r in await self._all(sql + " ORDER BY id", args)]
 
 
-class SessionsMixin:
+class SessionsMixin(StoreBase):
     """One-time login links and dashboard sessions, each bound to one moderator and one community."""
 
     async def create_login_link(self, community: str, moderator_id: str, moderator: str, *, minutes: float = 15,

@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from bot.storage.base import StoreBase
 from bot.storage.clock import iso
 
 
-class PolicyMixin:
+class PolicyMixin(StoreBase):
     """Store methods for publishing a policy and finding the active one."""
 
     async def publish_policy(self, version: str, files: dict[str, str], *, actor: str,
@@ -22,7 +23,7 @@ class PolicyMixin:
             cur = await self._exec("INSERT INTO policy_events (at, actor, version) VALUES (?,?,?)",
                                    (iso(now), actor, version))
             await self._notify_policy(version)
-        return cur.lastrowid
+        return cur.new_id
 
     async def active_policy(self) -> dict | None:
         """The newest publication: {id, at, actor, version}, or None before the first."""

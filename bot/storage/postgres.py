@@ -27,6 +27,7 @@ import logging
 import re
 from datetime import datetime, timezone
 from importlib import resources
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bot.storage.db import DatabaseBusy
@@ -108,8 +109,8 @@ class PostgresStore(Store):
     def __init__(self, pool, url: str):  # noqa: D107 - no SQLite connection here
         self.pool = pool
         self.url = url
-        self._tx: dict[asyncio.Task, object] = {}
-        self._scrub_tasks: set[asyncio.Task] = set()
+        self._tx: dict[asyncio.Task | None, Any] = {}
+        self._scrub_tasks: set[asyncio.Task | None] = set()
         self._vacuum_lock = asyncio.Lock()
 
     @property

@@ -22,6 +22,7 @@ import json
 import logging
 from datetime import datetime, timedelta
 
+from bot.storage.base import StoreBase
 from bot.storage.clock import iso, utcnow
 from bot.storage.db import checkpoint
 
@@ -30,7 +31,7 @@ REDACTED = "[removed]"
 log = logging.getLogger("caveat.storage")
 
 
-class PrivacyMixin:
+class PrivacyMixin(StoreBase):
     """Store methods that remove members' text everywhere it is kept."""
 
     #: Posts redacted per transaction by the retention purge and forget-me.
@@ -153,7 +154,8 @@ class PrivacyMixin:
             if not ids:
                 return None
             post_id = ids[0]
-            community = (await self._one("SELECT community_id FROM posts WHERE id=?", (post_id,)))["community_id"]
+            row = await self._one("SELECT community_id FROM posts WHERE id=?", (post_id,))
+            community = row["community_id"] if row else ""
             open_cases = await self._all("SELECT id FROM cases WHERE post_id=? AND status != 'resolved'", (post_id,))
             await self._exec(
                 "UPDATE cases SET status='resolved', resolution='deleted', resolved_by=?, resolved_at=?, updated_at=?"

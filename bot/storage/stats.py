@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from typing import Any
+
+from bot.storage.base import StoreBase
 
 # Outcomes that confirm the flag was right, and the one that says it was a false positive.
 CONFIRMING = ("sent_note", "removed", "escalated")
 REJECTING = ("dismissed",)
 
 
-class StatsMixin:
+class StatsMixin(StoreBase):
     """Store methods that summarize cases and decisions."""
 
     async def stats(self, *, community: str) -> dict:
@@ -17,21 +20,21 @@ class StatsMixin:
 
         Replayed history (kind 'replay') is not counted: it never happened live."""
         c = (community,)
-        by_label = Counter()
-        by_outcome = Counter()
+        by_label: Counter[str] = Counter()
+        by_outcome: Counter[str] = Counter()
         for r in await self._all("SELECT COALESCE(label, 'none') AS label, COALESCE(resolution, status) AS outcome,"
                                  " COUNT(*) AS n FROM cases WHERE community_id=? AND kind != 'replay' GROUP BY 1, 2", c):
             by_label[r["label"]] += r["n"]
             by_outcome[r["outcome"]] += r["n"]
-        notes_sent = (await self._one("SELECT COUNT(*) AS n FROM replies r JOIN posts p ON p.id = r.post_id WHERE r.kind='note'"
-            " AND r.message_id IS NOT NULL AND p.community_id=?", c))["n"]
+        notes_sent = await self._count("SELECT COUNT(*) AS n FROM replies r JOIN posts p ON p.id = r.post_id"
+                                       " WHERE r.kind='note' AND r.message_id IS NOT NULL AND p.community_id=?", c)
         judged = await self._all(
             "SELECT c.resolution FROM cases c JOIN decisions d ON d.id=c.decision_id"
             " WHERE d.action IN ('note', 'note_and_queue') AND c.status='resolved' AND c.community_id=?"
             " AND c.kind != 'replay'", c)
         good = sum(1 for r in judged if r["resolution"] in CONFIRMING)
         bad = sum(1 for r in judged if r["resolution"] in REJECTING)
-        rules: dict[str, dict[str, int]] = defaultdict(lambda: {"hits": 0, "dismissed": 0, "confirmed": 0})
+        rules: dict[str, dict[str, Any]] = defaultdict(lambda: {"hits": 0, "dismissed": 0, "confirmed": 0})
         for r in await self._all("SELECT d.detail, c.resolution FROM decisions d JOIN posts p ON p.id = d.post_id"
                 " LEFT JOIN cases c ON c.decision_id=d.id WHERE p.community_id=? AND d.shadow != 2", c):
             for hit in json.loads(r["detail"]).get("rules", []):

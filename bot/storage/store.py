@@ -11,13 +11,13 @@ import contextlib
 import json
 import logging
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiosqlite
 
 from bot.engine.decision import Decision, Post
+from bot.storage.base import Result, Row
 from bot.storage.cases import CaseConflict, CaseNotFound, CasesMixin
 from bot.storage.clock import iso, utcnow
 from bot.storage.dashboard import DashboardQueriesMixin
@@ -26,13 +26,6 @@ from bot.storage.outbox import OutboxMixin, SessionsMixin
 from bot.storage.policies import PolicyMixin
 from bot.storage.privacy import PrivacyMixin
 from bot.storage.stats import StatsMixin
-
-@dataclass(frozen=True)
-class Result:
-    """What a write statement did: rows changed, and the id of the row it inserted (None if none)."""
-    rowcount: int
-    lastrowid: int | None
-
 
 def is_postgres_url(target) -> bool:
     """Does `target` (CAVEAT_DB, `--db`) name a PostgreSQL database rather than a SQLite file?"""
@@ -197,11 +190,11 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         """Bulk replay groups many posts in one transaction; a name that says what it is for."""
         return self.transaction()
 
-    async def _one(self, sql: str, args: tuple = ()) -> aiosqlite.Row | None:
+    async def _one(self, sql: str, args: tuple = ()) -> Row | None:
         async with self.conn.execute(sql, args) as cur:
             return await cur.fetchone()
 
-    async def _all(self, sql: str, args: tuple = ()) -> list[aiosqlite.Row]:
+    async def _all(self, sql: str, args: tuple = ()) -> list[Row]:
         async with self.conn.execute(sql, args) as cur:
             return list(await cur.fetchall())
 
@@ -209,11 +202,6 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         """Run one statement on the store's connection (inside the caller's transaction for writes)."""
         cur = await self.conn.execute(sql, args)
         return Result(cur.rowcount, cur.lastrowid)
-
-    async def _write(self, sql: str, args: tuple = ()) -> Result:
-        """Run one statement inside a transaction (the caller's, or its own)."""
-        async with self.transaction():
-            return await self._exec(sql, args)
 
     def _in_transaction(self) -> bool:
         """Is the current task inside one of this store's transactions?"""
@@ -232,6 +220,8 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
             new = cur.rowcount == 1
             row = await self._one("SELECT id FROM posts WHERE platform=? AND message_id=?",
                                   (post.platform, post.message_id))
+        if row is None:  # cannot happen inside the transaction that inserted or found it
+            raise LookupError(f"post {post.platform}/{post.message_id} vanished while it was stored")
         return row["id"], new
 
     async def edit_post(self, post_id: int, text: str, *, now: datetime | None = None) -> None:
@@ -268,7 +258,7 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
                     "INSERT INTO daily_counts (community_id, day, label, action, count) VALUES (?,?,?,?,1)"
                     " ON CONFLICT (community_id, day, label, action) DO UPDATE SET count = daily_counts.count + 1",
                     (community, at[:10], label, decision.action))
-        return cur.lastrowid
+        return cur.new_id
 
     async def decision(self, decision_id: int, *, community: str) -> dict | None:
         """A stored decision of `community` with its detail parsed (None for another community's)."""
@@ -308,14 +298,12 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         """May a public note go out now? Returns (allowed, reason when not). Call inside the reserving transaction."""
         now = now or utcnow()
         since_user = iso(now - timedelta(hours=per_user_topic_hours))
-        row = await self._one("SELECT COUNT(*) AS n FROM cooldowns WHERE community_id=? AND author_id=? AND topic=?"
-                              " AND at > ?", (community, author_id, topic, since_user))
-        if row["n"] > 0:
+        if await self._count("SELECT COUNT(*) AS n FROM cooldowns WHERE community_id=? AND author_id=? AND topic=?"
+                             " AND at > ?", (community, author_id, topic, since_user)) > 0:
             return False, f"this member already got a note on '{topic}' in the last {per_user_topic_hours:g} h"
         since_channel = iso(now - timedelta(minutes=per_channel_window_minutes))
-        row = await self._one("SELECT COUNT(*) AS n FROM cooldowns WHERE community_id=? AND channel_id=? AND at > ?",
-                              (community, channel_id, since_channel))
-        if row["n"] >= per_channel_notes:
+        if await self._count("SELECT COUNT(*) AS n FROM cooldowns WHERE community_id=? AND channel_id=? AND at > ?",
+                             (community, channel_id, since_channel)) >= per_channel_notes:
             return False, (f"{per_channel_notes} notes already sent in this channel in the last "
                            f"{per_channel_window_minutes:g} min")
         return True, None
@@ -325,7 +313,7 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         """Count a public note against the cooldowns; returns the reservation id (to release on failure)."""
         cur = await self._write("INSERT INTO cooldowns (community_id, channel_id, author_id, topic, at)"
                                 " VALUES (?,?,?,?,?)", (community, channel_id, author_id, topic, iso(now)))
-        return cur.lastrowid
+        return cur.new_id
 
     async def release_note(self, cooldown_id: int) -> None:
         """Undo a cooldown reservation whose note could not be posted."""
