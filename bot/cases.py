@@ -58,7 +58,7 @@ def proposed_note(policy: PolicySet, case: dict) -> Note | None:
         note = _note(policy, hit["note"])
         if note is not None:
             return note
-    if label in policy.labels:
+    if isinstance(label, str) and label in policy.labels:
         return _note(policy, policy.labels[label].default_note)
     return None
 
@@ -209,6 +209,8 @@ class CaseService:
         async with self.store.transaction():
             await self.store.add_feedback(decision_id, user_id, "dispute", reason, now=now)
             post = await self.store.post(decision["post_id"], community=community)
+            if post is None:  # rolls the feedback back with the transaction
+                raise CaseNotFound("that post is no longer on record")
             # open_case reads labels, action and severity only; the stored decision provides all three.
             d = SimpleNamespace(labels=tuple(decision["labels"]), action=decision["action"],
                                 severity=SEVERITY[decision["action"]])

@@ -136,7 +136,8 @@ def main(args) -> int:
         from bot.storage.postgres import redact_url
         from bot.storage.store import is_postgres_url
         target = args.db or default_db_path()
-        if is_postgres_url(target):
+        shown: str | Path
+        if isinstance(target, str) and is_postgres_url(target):
             db_problems = check_db_url(target)
             shown = redact_url(target)
         else:

@@ -127,7 +127,7 @@ def _from_exporter(data, path: str) -> list[Post]:
         author_id = _id_field(author, "id", f"{where}.author") or "unknown"
         author_name = _text_field(author, "name", f"{where}.author")
         created_at = _time(m.get("timestamp"), f"{where}.timestamp")
-        if is_bot or not (content or "").strip():
+        if is_bot or content is None or not content.strip():
             continue
         posts.append(Post(platform="discord", message_id=message_id, channel_id=channel_id,
                           channel_name=channel_name, community_id=guild_id, author_id=author_id,
@@ -193,10 +193,10 @@ async def replay(args, policy, scorer) -> int:
                 async with store.batch():  # one transaction per chunk; a rerun skips what was stored
                     for post, post_scores in zip(chunk, scores):
                         outcome = await pipeline.handle(post, replayed=True, scores=post_scores)
-                        if outcome.duplicate:
+                        d = outcome.decision
+                        if outcome.duplicate or d is None:  # a duplicate carries no new decision
                             duplicates += 1
                             continue
-                        d = outcome.decision
                         for label in d.labels or ("benign",):
                             table[(label, d.action)] += 1
                 bar.update(len(chunk))
@@ -244,7 +244,9 @@ async def _scored_chunks(posts: list[Post], scorer, size: int, model_input=lambd
             return [None] * len(chunk)
 
     chunks = [posts[i:i + size] for i in range(0, len(posts), size)]
-    pending = asyncio.ensure_future(score(chunks[0])) if chunks else None
+    if not chunks:
+        return
+    pending = asyncio.ensure_future(score(chunks[0]))
     for i, chunk in enumerate(chunks):
         scores = await pending
         if i + 1 < len(chunks):

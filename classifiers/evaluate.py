@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 from pathlib import Path
 
 import yaml
@@ -28,7 +29,7 @@ NOTE_FLOOR = 0.5
 
 def choose_points(scores: list[float], positive: list[bool], label: str, eval_set: str, fallback: dict) -> dict:
     """Operating points for one label, each with provenance and the dev numbers it was chosen at."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     wanted = {"escalate": ("recall", ESCALATE_RECALL)} if label == "emergency" else {
         "note": ("precision", NOTE_PRECISION), "queue": ("recall", QUEUE_RECALL)}
     for band, (kind, target) in wanted.items():
@@ -263,7 +264,7 @@ def main(args) -> int:
     rule_rows = [[engine.assess(Post("eval", str(i), "eval", "eval", r["text"])).rule_scores[lab] for lab in LABELS]
                  for i, r in enumerate(rows)]
     systems = {"rules": rule_rows}
-    model_version = None
+    model_version: str | None = None
     from classifiers.serving import ModelUnavailable, get_scorer
     try:
         clf = get_scorer(args.model, backend=args.backend)
@@ -306,13 +307,13 @@ def main(args) -> int:
         th = _decision_thresholds(policy, mode)
         m = label_metrics(gold, systems[name], th)
         report[name] = {"thresholds": th, **m}
-        _print_table(f"{'model ' + model_version if name == 'model' else 'rules only'} (acts at: "
+        _print_table(f"{f'model {model_version}' if name == 'model' else 'rules only'} (acts at: "
                      + ", ".join(f"{k} {v:.3f}" for k, v in th.items()) + ")", m)
     if "model" in systems:
         from classifiers import evaluate_real as er
         if args.write_thresholds:  # the thresholds just changed: decide again under the new policy
             engine = Engine(policy)
-            model_decisions = [engine.assess(Post("eval", str(i), "eval", "eval", r["text"]), p, model_version=model_version)
+            model_decisions = [engine.assess(Post("eval", str(i), "eval", "eval", r["text"]), p, model_version=clf.version)
                                for i, (r, p) in enumerate(zip(rows, raw))]
         decided = er.metrics(rows, [er.decided_actions(d, policy) for d in model_decisions])
         report["decided"] = decided

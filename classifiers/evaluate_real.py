@@ -15,6 +15,7 @@ The rules that choose operating points, per label (scores are the calibrated com
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from classifiers.metrics import pr_points
 from policies.schema import LABELS
@@ -105,7 +106,7 @@ def folds_for(rows: list[dict], k: int = FOLDS) -> list[int]:
         g = group(r)
         if g not in by_label[r["label"]]:
             by_label[r["label"]].append(g)
-    fold_of_group = {}
+    fold_of_group: dict[str, int] = {}
     for lab, groups in by_label.items():
         groups.sort(key=lambda g: hashlib.sha256(g.encode()).hexdigest())
         for i, g in enumerate(groups):
@@ -133,7 +134,7 @@ def evaluate(rows: list[dict], scores: list[list[float]], policy, folds: list[in
                 for lab in (floored[i] if floored else ()):
                     if actions[i][lab] == "none":
                         actions[i][lab] = "queue"
-    report = {"all": metrics(rows, actions), "without_borderline": metrics(
+    report: dict[str, Any] = {"all": metrics(rows, actions), "without_borderline": metrics(
         [r for r in rows if not r["borderline"]], [a for r, a in zip(rows, actions) if not r["borderline"]])}
     report["per_source"] = {}
     for source in sorted({r["source"] for r in rows}):
@@ -146,7 +147,7 @@ def evaluate(rows: list[dict], scores: list[list[float]], policy, folds: list[in
 
 def metrics(rows: list[dict], actions: list[dict[str, str]]) -> dict:
     """Per label P/R/F1 (a label counts as predicted when Caveat acts on it at all), macro-F1, benign rates."""
-    per = {}
+    per: dict[str, dict[str, Any]] = {}
     for lab in LABELS:
         tp = sum(1 for r, a in zip(rows, actions) if r["label"] == lab and a[lab] != "none")
         fp = sum(1 for r, a in zip(rows, actions) if r["label"] != lab and a[lab] != "none")

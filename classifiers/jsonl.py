@@ -34,7 +34,12 @@ def read_lines(data: bytes, source: str) -> list[str]:
 def read_text_file(path: str | Path | None, source: str | None = None, stream: BinaryIO | None = None
                    ) -> Iterator[tuple[int, dict]]:
     """`read_text_rows` over a file (or a binary stream such as stdin's buffer), decoded as UTF-8 here."""
-    data = stream.read() if stream is not None else Path(path).read_bytes()
+    if stream is not None:
+        data = stream.read()
+    elif path is not None:
+        data = Path(path).read_bytes()
+    else:
+        raise ValueError("read_text_file needs a path or a stream")
     return read_text_rows(read_lines(data, source or str(path)), source or str(path))
 
 

@@ -78,7 +78,7 @@ def _batches(n: int, lengths: list[int], batch_size: int, rng: random.Random) ->
     idx = list(range(n))
     rng.shuffle(idx)
     pool = batch_size * 50
-    out = []
+    out: list[list[int]] = []
     for s in range(0, n, pool):
         chunk = sorted(idx[s:s + pool], key=lambda i: lengths[i])
         out.extend(chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size))

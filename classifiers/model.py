@@ -74,17 +74,17 @@ class Classifier:
             texts = [texts]
         clean = [normalize_text(t) or "." for t in texts]
         order = sorted(range(len(clean)), key=lambda i: len(clean[i]))
-        out: list[dict[str, float] | None] = [None] * len(clean)
+        out: dict[int, dict[str, float]] = {}
         with self._lock:
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 probs = self._batch([clean[i] for i in idx])
                 for row, i in enumerate(idx):
                     out[i] = {lab: float(probs[row, j]) for j, lab in enumerate(self.labels)}
-        return out  # type: ignore[return-value]
+        return [out[i] for i in range(len(clean))]
 
 
 def get_classifier(artifact: str | None = None, base: str | None = None) -> "Classifier":
     """The process-wide fp32 torch classifier for this artifact (loaded once)."""
     from classifiers.serving import get_scorer
-    return get_scorer(artifact, base, backend="torch")  # type: ignore[return-value]
+    return get_scorer(artifact, base, backend="torch")

@@ -75,7 +75,7 @@ class DevGuard:
     def from_dir(cls, data_dir: Path) -> "DevGuard":
         """Read `real-dev/*.jsonl` (an empty guard if the folder is absent)."""
         ids, folded, prefixes, users = set(), set(), set(), set()
-        ext = {}
+        ext: dict[str, set[str]] = {}
         for path in sorted((data_dir / "real-dev").glob("*.jsonl")):
             for r in read_jsonl(path):
                 ids.add((r["source"], r["source_id"]))

@@ -34,14 +34,15 @@ class ModelRunner:
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="caveat-model")
 
     def _ensure_workers(self) -> asyncio.Queue:
-        if not self._tasks or any(t.done() for t in self._tasks):
+        queue = self._queue
+        if queue is None or not self._tasks or any(t.done() for t in self._tasks):
             for t in self._tasks:
                 t.cancel()
-            self._queue = asyncio.Queue()
+            queue = self._queue = asyncio.Queue()
             loop = asyncio.get_running_loop()
-            self._tasks = [loop.create_task(self._run(self._queue), name=f"caveat-model-runner-{i}")
+            self._tasks = [loop.create_task(self._run(queue), name=f"caveat-model-runner-{i}")
                            for i in range(self.workers)]
-        return self._queue
+        return queue
 
     def queue_depth(self) -> int:
         """Posts waiting for a free worker (for benchmarks and health checks)."""

@@ -99,7 +99,8 @@ def held_out(group: str, share: float, seed: int) -> bool:
 def select(rows: list[dict], cfg: dict) -> tuple[list[dict], list[dict]]:
     """(fine-tuning rows, calibration rows): every hand label, capped samples of mapped labels and in-house rows."""
     rng = random.Random(cfg["seed"])
-    fit, calib = [], []
+    fit: list[dict] = []
+    calib: list[dict] = []
     by_group: dict[tuple[str, str, bool], list[dict]] = {}
     inhouse = []
     for r in rows:

@@ -65,6 +65,8 @@ class Listeners(commands.Cog):
 
     async def _post(self, message: discord.Message) -> Post:
         # The locale comes from the server's settings (Pipeline fills it in).
+        if message.guild is None:  # _ignored drops direct messages before a post is built
+            raise ValueError("a direct message is not a community post")
         return Post(platform="discord", message_id=str(message.id), channel_id=str(message.channel.id),
                     author_id=str(message.author.id), text=self._text(message),
                     community_id=str(message.guild.id), author_name=str(message.author),
@@ -134,6 +136,7 @@ class Listeners(commands.Cog):
         for kind, message_id in replies.items():
             if not message_id:
                 continue
+            detail: dict[str, object]
             try:
                 await channel.get_partial_message(int(message_id)).delete()
                 event, detail = f"{kind}_removed", {"reason": "post deleted by its author"}
@@ -205,10 +208,11 @@ class Listeners(commands.Cog):
         """Keep trying the crisis reply in the background; the alert follows each outcome."""
         for delay in self.bot.crisis_retry_delays:
             await asyncio.sleep(delay)
-            error = await self._send_resources(message, post, outcome, embed)
-            if error is None:
+            failure = await self._send_resources(message, post, outcome, embed)
+            if failure is None:
                 await self._alert_status(post, outcome, "delivered")
                 return
+            error = failure
         await self.bot.pipeline.reply_failed(outcome, error)
         await self._alert_status(post, outcome, "failed", error)
 

@@ -78,7 +78,7 @@ def status_line(case: dict) -> str:
 
 def case_embed(case: dict, policy: PolicySet, *, extra: str | None = None) -> discord.Embed:
     """The moderators' case card: excerpt and jump link, author, labels, rules, proposed note, versions, status."""
-    kind = {"shadow": "[shadow] ", "dispute": "[dispute] ", "replay": "[replayed] "}.get(case.get("kind"), "")
+    kind = {"shadow": "[shadow] ", "dispute": "[dispute] ", "replay": "[replayed] "}.get(case.get("kind") or "", "")
     urgent = "🚨 " if case.get("action") == "escalate" else ""
     title = f"{urgent}{kind}Case #{case['id']} · {case.get('label') or 'no label'} · {case.get('action')}"
     if case.get("text"):

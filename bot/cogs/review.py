@@ -7,6 +7,7 @@ are `bot.cases.CaseService`'s (the same ones the dashboard uses); this cog only 
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import discord
 from discord.ext import commands
@@ -55,6 +56,12 @@ def alert_text(case_id: int, status: str | None, ping: str = "", error: str | No
     return f"{ping}🚨 Emergency: a member may be in crisis (case #{case_id}). {line}".strip()
 
 
+def _review(interaction: discord.Interaction) -> Review:
+    """The Review cog of the bot that got `interaction` (loaded at start: a failing extension stops the start).
+    Cast, not checked: discord.py types `interaction.client` as the base Client, which has no cogs."""
+    return cast("Review", cast(commands.Bot, interaction.client).get_cog("Review"))
+
+
 class CaseButton(discord.ui.DynamicItem[discord.ui.Button],
                  template=r"caveat:case:(?P<id>\d+):(?P<verb>claim|unclaim|note|dismiss|remove|escalate)"):
     """A moderator action on a case card: custom id `caveat:case:<id>:<verb>`."""
@@ -71,7 +78,7 @@ class CaseButton(discord.ui.DynamicItem[discord.ui.Button],
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Hand the click to the Review cog."""
-        await interaction.client.get_cog("Review").case_action(interaction, self.case_id, self.verb)
+        await _review(interaction).case_action(interaction, self.case_id, self.verb)
 
 
 class ReasonSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"caveat:reason:(?P<id>\d+):(?P<verb>dismiss|remove)"):
@@ -90,7 +97,7 @@ class ReasonSelect(discord.ui.DynamicItem[discord.ui.Select], template=r"caveat:
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Resolve the case with the chosen reason."""
-        await interaction.client.get_cog("Review").resolve_with_reason(interaction, self.case_id, self.verb,
+        await _review(interaction).resolve_with_reason(interaction, self.case_id, self.verb,
                                                                       self.item.values[0])
 
 
@@ -110,13 +117,13 @@ class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Store the feedback, or open the dispute form."""
-        await interaction.client.get_cog("Review").feedback(interaction, self.decision_id, self.kind)
+        await _review(interaction).feedback(interaction, self.decision_id, self.kind)
 
 
 class DisputeModal(discord.ui.Modal, title="Dispute this note"):
     """Asks the member why the note is wrong; the answer becomes a case for moderators."""
 
-    reason = discord.ui.TextInput(label="Why is this note wrong or unfair?", style=discord.TextStyle.paragraph,
+    reason: discord.ui.TextInput[DisputeModal] = discord.ui.TextInput(label="Why is this note wrong or unfair?", style=discord.TextStyle.paragraph,
                                   min_length=5, max_length=800)
 
     def __init__(self, decision_id: int):
@@ -125,7 +132,7 @@ class DisputeModal(discord.ui.Modal, title="Dispute this note"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         """Record the dispute and open a case."""
-        await interaction.client.get_cog("Review").dispute(interaction, self.decision_id, self.reason.value)
+        await _review(interaction).dispute(interaction, self.decision_id, self.reason.value)
 
 
 def case_view(case: dict) -> discord.ui.View | None:

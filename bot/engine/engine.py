@@ -21,6 +21,7 @@ How scores combine (the one place this is defined):
 from __future__ import annotations
 
 import math
+from typing import cast
 
 from classifiers.normalize import model_input
 from classifiers.rules import RuleHit, RuleSet, label_rule_features
@@ -28,7 +29,7 @@ from bot.engine.actions import SEVERITY, at_least, has_note, union_all
 from bot.engine.decision import Decision, Post
 from bot.engine.explain import explain
 from policies.loader import PolicySet
-from policies.schema import LABELS, Note
+from policies.schema import LABELS, CrisisResource, Label, Note
 
 RULES_VERSION = "rules-only"
 
@@ -53,7 +54,8 @@ class Engine:
         rule_scores = _rule_scores(hits)
         use_model = model_scores is not None and not model_failed and "model" in policy.thresholds
         mode = "model" if use_model else ("fallback" if model_failed else "rules_only")
-        scores = _combined(policy, model_scores, hits) if use_model else dict(rule_scores)
+        scores = (_combined(policy, model_scores, hits) if use_model and model_scores is not None
+                  else dict(rule_scores))
 
         label_actions: dict[str, str] = {}
         used_thresholds: dict[str, dict[str, float]] = {}
@@ -89,7 +91,7 @@ class Engine:
         withdrawn = note_id if note_id and note is None else None
         if withdrawn:  # an unreviewed note is never shown: the post goes to the moderators instead
             action = "queue"
-        resources = ()
+        resources: tuple[CrisisResource, ...] = ()
         if action == "escalate":
             crisis = policy.community.crisis_resources
             resources = crisis.get(post.locale or "", crisis[policy.community.default_locale])
@@ -121,7 +123,7 @@ def _combined(policy: PolicySet, model_scores: dict[str, float], hits: list[Rule
     out = {}
     for label in LABELS:
         p = min(max(float(model_scores.get(label, 0.0)), 1e-6), 1 - 1e-6)
-        w = policy.combine.labels.get(label)
+        w = policy.combine.labels.get(cast(Label, label))  # LABELS holds exactly the Label values
         if w is None:
             out[label] = p
             continue

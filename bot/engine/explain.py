@@ -24,7 +24,7 @@ def explain(decision, policy: PolicySet) -> str:
         action = decision.label_actions[label]
         band = next((b for b in policy.labels[label].bands if b.action == action), None)
         op = policy.threshold(threshold_mode, label, band.threshold) if band else None
-        if op is not None and decision.scores[label] >= op.value:
+        if band is not None and op is not None and decision.scores[label] >= op.value:
             parts.append(f"{label} scored {decision.scores[label]:.2f}, at or above the {band.threshold} threshold "
                          f"{op.value:.2f} ({op.chosen_by}, {op.eval_set})")
         else:

@@ -185,7 +185,7 @@ def _wants_html(request: web.Request) -> bool:
 
 
 async def _csrf_ok(request: web.Request, expected: str) -> bool:
-    sent = request.headers.get("X-CSRF-Token")
+    sent: object = request.headers.get("X-CSRF-Token")  # a form field may also be bytes or a file
     if sent is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         sent = (await request.post()).get("csrf")
     return isinstance(sent, str) and bool(expected) and hmac.compare_digest(sent, expected)

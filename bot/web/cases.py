@@ -22,7 +22,7 @@ def _active_rules(detail: dict) -> list[dict]:
 
 
 def _pick(value: str | None, allowed, default: str) -> str:
-    return value if value in allowed else default
+    return value if value is not None and value in allowed else default
 
 
 def service(request: web.Request) -> CaseService:

@@ -79,7 +79,7 @@ def _per_day_chart(per_day: list[dict], days: int = 14) -> dict:
     if per_day:
         end = max(end, date.fromisoformat(per_day[-1]["day"]))
     span = [(end - timedelta(days=i)).isoformat() for i in range(days - 1, -1, -1)]
-    counts = {d: {} for d in span}
+    counts: dict[str, dict[str, int]] = {d: {} for d in span}
     for r in per_day:
         if r["day"] in counts:
             counts[r["day"]][r["label"]] = r["n"]
@@ -87,7 +87,7 @@ def _per_day_chart(per_day: list[dict], days: int = 14) -> dict:
     height, width = 160, 34
     bars = []
     for i, day in enumerate(span):
-        y = height
+        y = float(height)
         for label in LABELS + ("none",):
             n = counts[day].get(label, 0)
             if not n:

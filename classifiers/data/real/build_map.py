@@ -18,7 +18,7 @@ from classifiers.realdata import default_data_dir, read_jsonl  # noqa: E402
 
 # source -> {source label: (our label, weight, why)}; a missing source label means "not used". The weight says how
 # far the source's label can be trusted as ours; hand labels (weight 1.0, or 0.7 when borderline) override these.
-MAP = {
+MAP: dict[str, str | dict[str, tuple[str, float, str]]] = {
     "cssrs_posts": {"supportive": ("benign", 1.0, "C-SSRS supportive reply"),
                     "uninformative": ("benign", 1.0, "C-SSRS uninformative"),
                     "indicator": ("benign", 0.7, "C-SSRS risk indicator without ideation"),
@@ -51,7 +51,7 @@ def main() -> int:
         for r in read_jsonl(data_dir / "external" / f"{source}.jsonl"):
             if isinstance(mapping, str):
                 label, weight, note = mapping.split(":", 2)
-                got = (label, float(weight), note)
+                got: tuple[str, float, str] | None = (label, float(weight), note)
             else:
                 got = mapping.get(r["source_label"])
             if got is None or r.get("label_conflict"):
