@@ -121,13 +121,8 @@ def _load_state(settings: dict) -> WorkerState:
     if settings.get("rules_only"):
         return WorkerState()
     from classifiers.serving import load_scorer
+    # threads: ONNX Runtime's bulk threads, or torch's intra-op threads for the torch backend
     model = load_scorer(settings.get("model"), threads=settings.get("threads", 1))
-    if hasattr(model, "model") and settings.get("threads"):  # the torch backend: intra-op threads too
-        try:
-            import torch
-            torch.set_num_threads(int(settings["threads"]))
-        except ImportError:
-            pass
     return WorkerState(model=model, version=model.version)
 
 
