@@ -7,6 +7,9 @@ import signal
 import sys
 from pathlib import Path
 
+from bot.community import update_config
+from bot.storage import Store
+
 from fake_discord import FakeDiscord, Session
 
 HERE = Path(__file__).resolve().parent
@@ -69,3 +72,14 @@ class BotProcess:
     def errors(self) -> list[str]:
         """Lines of its log that report an error or a traceback."""
         return [line for line in self.log().splitlines() if line.startswith(("ERROR", "CRITICAL", "Traceback"))]
+
+
+async def go_live(database, policy, guilds) -> None:
+    """What each server's owner did once with /caveat setup: a moderators' channel, an on-call role, live mode."""
+    store = await Store.open(database)
+    try:
+        for guild in guilds:
+            await update_config(store, policy, guild.id, "owner", {
+                "mod_channel_id": guild.mods.id, "oncall_role_id": guild.oncall_role, "shadow_mode": "live"})
+    finally:
+        await store.close()

@@ -59,6 +59,15 @@ class Ledger:
                     by_post[event["post_id"]].decisions.append(event["decision_id"])
         return records
 
+    async def undecided(self, message_ids: list[str]) -> list[str]:
+        """The message ids with no stored decision yet."""
+        out = []
+        for mid in message_ids:
+            row = await self.store.post_by_message("discord", mid)
+            if row is None or await self.store.latest_decision(row["id"]) is None:
+                out.append(mid)
+        return out
+
     async def wait_until(self, predicate, *, timeout: float = 30, every: float = 0.2):
         """Poll `await predicate(self)` until it returns something truthy; returns that (TimeoutError otherwise)."""
         loop = asyncio.get_running_loop()

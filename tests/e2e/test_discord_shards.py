@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.community import update_config
 from bot.shards import ShardedCaveatBot
-from bot.storage import Store
 
-from bot_process import BotProcess
+from bot_process import BotProcess, go_live
 from fake_discord import shard_of
 from ledger import Ledger
 
@@ -74,17 +72,6 @@ async def test_a_resume_replays_missed_and_already_seen_events_and_the_post_gets
     assert replayed.duplicate and replayed.post_id == first.post_id
     await harness.post(BENIGN)                                               # the session still carries events
     assert len(notes_in(fake, fake.general)) == 1
-
-
-async def go_live(database, policy, guilds) -> None:
-    """What each server's owner did once with /caveat setup: a moderators' channel, an on-call role, live mode."""
-    store = await Store.open(database)
-    try:
-        for guild in guilds:
-            await update_config(store, policy, guild.id, "owner", {
-                "mod_channel_id": guild.mods.id, "oncall_role_id": guild.oncall_role, "shadow_mode": "live"})
-    finally:
-        await store.close()
 
 
 async def test_two_caveat_run_processes_each_answer_only_their_shards_guilds(fake, database, policy, tmp_path):
