@@ -29,18 +29,30 @@ class DashboardQueriesMixin(StoreBase):
             " ON d.id = (SELECT MAX(id) FROM decisions WHERE post_id = p.id)"
             f" WHERE {where} ORDER BY p.id DESC LIMIT ?", tuple(args) + (limit,))
         rows.reverse()
+        ids = [row["id"] for row in rows]
+        # Three more queries for the whole page (not three per post): replies, latest case, latest withheld reason.
+        replies: dict[int, dict[str, str | None]] = {i: {} for i in ids}
+        cases: dict[int, dict] = {}
+        withheld: dict[int, str | None] = {}
+        if ids:
+            marks = ",".join("?" * len(ids))
+            for r in await self._all(f"SELECT post_id, kind, message_id FROM replies WHERE post_id IN ({marks})",
+                                     tuple(ids)):
+                replies[r["post_id"]][r["kind"]] = r["message_id"]
+            for r in await self._all(f"SELECT id, post_id, status, resolution FROM cases WHERE post_id IN ({marks})"
+                                     " ORDER BY id", tuple(ids)):
+                cases[r["post_id"]] = {"id": r["id"], "status": r["status"], "resolution": r["resolution"]}
+            for r in await self._all(f"SELECT post_id, detail FROM audit WHERE post_id IN ({marks})"
+                                     " AND action='note_withheld' ORDER BY id", tuple(ids)):
+                withheld[r["post_id"]] = json.loads(r["detail"]).get("reason")
         for row in rows:
             row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
             labels = json.loads(row["labels"]) if row["labels"] else []
             row["case_like"] = {"label": labels[0] if labels else None, "action": row["action"], "detail": row["detail"],
                                 "note_id": row["note_id"]}
-            row["replies"] = await self.replies(row["id"])
-            cases = await self._dicts("SELECT id, status, resolution FROM cases WHERE post_id=? ORDER BY id DESC LIMIT 1",
-                                      (row["id"],))
-            row["case"] = cases[0] if cases else None
-            held = await self._dicts("SELECT detail FROM audit WHERE post_id=? AND action='note_withheld'"
-                                     " ORDER BY id DESC LIMIT 1", (row["id"],))
-            row["withheld"] = json.loads(held[0]["detail"]).get("reason") if held else None
+            row["replies"] = replies[row["id"]]
+            row["case"] = cases.get(row["id"])
+            row["withheld"] = withheld.get(row["id"])
         return rows
 
     async def judged_decisions(self, community: str) -> list[dict]:

@@ -123,3 +123,29 @@ async def test_re_alerts_are_looked_up_only_for_the_processs_own_servers(store, 
     later = datetime(2026, 11, 1, 13, 0, tzinfo=timezone.utc)
     assert {r["community_id"] for r in await store.unattended_emergencies(older_than=later)} == {"g1", "g2"}
     assert {r["community_id"] for r in await store.unattended_emergencies(older_than=later, communities=["g2"])} == {"g2"}
+
+
+async def test_the_sandbox_feed_reads_a_whole_page_in_a_fixed_number_of_queries(store, policy, monkeypatch):
+    pipe = Pipeline(store, policy)
+    await update_config(store, policy, "sandbox", "owner", {"shadow_mode": "live"})
+    texts = [RISKY, "How do you all store your creams in summer?", CRISIS]
+    outs = [await pipe.handle(Post("sandbox", f"s{i}", "c1", f"u{i % 4}", texts[i % 3], community_id="sandbox",
+                                   author_name="m", created_at=T0), now=T0) for i in range(30)]
+    calls = []
+    for name in ("_one", "_all"):
+        real = getattr(store, name)
+
+        def counting(sql, args=(), _real=real):
+            calls.append(sql)
+            return _real(sql, args)
+        monkeypatch.setattr(store, name, counting)
+    feed = await store.sandbox_feed("sandbox")
+    assert len(calls) == 4   # posts with decisions, replies, cases, withheld reasons: not 3 more per post
+    by_id = {row["id"]: row for row in feed}
+    for out in outs:
+        row = by_id[out.post_id]
+        assert ("note" in row["replies"]) == (out.reply == "note")
+        assert ("resources" in row["replies"]) == (out.reply == "resources")
+        assert (row["case"] or {}).get("id") == out.case_id
+        assert row["withheld"] == out.note_blocked   # e.g. the member's cooldown for a second risky post
+    assert any(row["withheld"] for row in feed) and any(row["case"] for row in feed)
