@@ -65,8 +65,12 @@ class Settings(BaseSettings):
                                         description="The XDG cache base, used when `CAVEAT_CACHE_DIR` is unset."
                                                     " Default: `~/.cache`.")
 
+    xdg_data_home: Path | None = Field(None, validation_alias="XDG_DATA_HOME",
+                                       description="The XDG data base, used when `CAVEAT_DB` is unset."
+                                                   " Default: `~/.local/share`.")
+
     @field_validator("policy_dir", "model_dir", "base_model", "cache_dir", "data_dir", "xdg_cache_home",
-                     mode="before")
+                     "xdg_data_home", mode="before")
     @classmethod
     def _expand_user(cls, value: Any) -> Any:
         return os.path.expanduser(value) if isinstance(value, str) else value
@@ -134,6 +138,13 @@ class Settings(BaseSettings):
             return None
         value = self.db.get_secret_value()
         return value if value.startswith(POSTGRES_SCHEMES) else Path(value)
+
+    def database_or_default(self) -> Path | str:
+        """`database()`, else `caveat.db` under the user's data directory (never the source tree)."""
+        configured = self.database()
+        if configured is not None:
+            return configured.expanduser() if isinstance(configured, Path) else configured
+        return (self.xdg_data_home or Path.home() / ".local" / "share") / "caveat" / "caveat.db"
 
     def cache_root(self) -> Path:
         """`CAVEAT_CACHE_DIR`, else `$XDG_CACHE_HOME/caveat`, else `~/.cache/caveat`."""

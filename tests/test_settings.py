@@ -28,7 +28,7 @@ def clean_env(monkeypatch):
 def test_every_documented_variable_is_a_setting():
     assert VARIABLES == ["CAVEAT_DB", "CAVEAT_POLICY_DIR", "CAVEAT_MODEL_DIR", "CAVEAT_BASE_MODEL", "CAVEAT_BACKEND",
                          "CAVEAT_CACHE_DIR", "CAVEAT_DATA_DIR", "CAVEAT_THREADS", "CAVEAT_DASHBOARD_URL",
-                         "DISCORD_TOKEN", "XDG_CACHE_HOME"]
+                         "DISCORD_TOKEN", "XDG_CACHE_HOME", "XDG_DATA_HOME"]
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     for name in VARIABLES:
@@ -41,6 +41,7 @@ def test_defaults(clean_env, tmp_path):
     assert s.backend == "onnx-int8" and s.db is None and s.policy_dir is None and s.discord_token is None
     assert s.thread_count() == max(1, min(4, os.cpu_count() or 1))
     assert s.cache_root() == tmp_path / ".cache" / "caveat"
+    assert s.database_or_default() == tmp_path / ".local" / "share" / "caveat" / "caveat.db"
     clean_env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert load_settings().cache_root() == tmp_path / "xdg" / "caveat"
     clean_env.setenv("CAVEAT_CACHE_DIR", "~/models")
@@ -134,9 +135,9 @@ def test_retired_variables_are_known(clean_env):
     assert retired_variables() == [RETIRED[0]]
 
 
-# Where the environment may still be read directly: the settings module, and storage until its rewrite lands.
+# Where the environment may be read directly: the settings module only.
 ENV_READERS = {"policies/settings.py"}
-ENV_READERS_TEMPORARY = ("bot/storage/",)  # TEMPORARY: storage rewrite in progress; CAVEAT_DB is Settings.db
+
 
 
 def _is_environ(node: ast.AST) -> bool:
@@ -162,7 +163,7 @@ def test_only_the_settings_module_reads_the_environment():
     for layer in ("bot", "classifiers", "policies"):
         for path in (REPO / layer).rglob("*.py"):
             rel = str(path.relative_to(REPO))
-            if rel in ENV_READERS or rel.startswith(ENV_READERS_TEMPORARY):
+            if rel in ENV_READERS:
                 continue
             bad.extend(f"{rel}:{line}" for line in _env_reads(path))
     assert not bad, bad

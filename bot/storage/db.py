@@ -39,15 +39,10 @@ def is_busy(exc: BaseException) -> bool:
 
 
 def default_db_path() -> Path | str:
-    """`$CAVEAT_DB` (a SQLite file, or a `postgresql://` URL kept as it is), else `caveat.db` under the user's data
-    directory (never the source tree)."""
-    if os.environ.get("CAVEAT_DB"):
-        value = os.environ["CAVEAT_DB"]
-        if value.startswith(("postgresql://", "postgres://")):
-            return value
-        return Path(value).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "caveat" / "caveat.db"
+    """`CAVEAT_DB` (a SQLite file, or a `postgresql://` URL kept as it is), else `caveat.db` under the user's data
+    directory: `policies.settings.Settings.database_or_default()`."""
+    from policies.settings import load_settings
+    return load_settings().database_or_default()
 
 
 def _migrations() -> list[tuple[int, str]]:
