@@ -35,6 +35,8 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from types import MappingProxyType
 from typing import Any, Callable
 
@@ -150,6 +152,7 @@ def worker_main(conn, settings: dict) -> None:
         op = msg[0]
         if op == "stop":
             return
+        result: Any
         try:
             if op == "decide":
                 _, key, blob, post = msg
@@ -197,8 +200,8 @@ class _Slot:
 
     def __init__(self, pool: ScoreWorkers, index: int):
         self.pool, self.index = pool, index
-        self.proc = None
-        self.conn = None
+        self.proc: BaseProcess | None = None
+        self.conn: Connection | None = None
         self.policy_key: str | None = None
         self.thread: threading.Thread | None = None
         self.start_failures = 0
@@ -219,6 +222,7 @@ class _Slot:
 
     def wait_ready(self, timeout: float) -> str:
         """Wait for the worker to load; returns its model version (RuntimeError when it fails or is too slow)."""
+        assert self.proc is not None and self.conn is not None
         try:
             if not self.conn.poll(timeout):
                 raise RuntimeError(f"a score worker did not start within {timeout:g}s")
@@ -313,18 +317,19 @@ class _Slot:
 
     def _send(self, job: _Job):
         """Send one job and wait for its answer; EOFError/OSError when the worker dies, TimeoutError when slow."""
+        conn = self.conn
+        assert conn is not None
         key = None
         if job.op == "decide":  # the policy goes along the first time this worker sees it
-            key, blob = self.pool._policy_entry(job.policy)
-            if key == self.policy_key:
-                blob = None
+            key, policy = self.pool._policy_entry(job.policy)
+            blob = None if key == self.policy_key else policy
             self.policy_key = None  # unknown until the worker answers
-            self.conn.send(("decide", key, blob, job.payload))
+            conn.send(("decide", key, blob, job.payload))
         else:
-            self.conn.send((job.op, job.payload))
-        if not self.conn.poll(self.pool.timeout_s):
+            conn.send((job.op, job.payload))
+        if not conn.poll(self.pool.timeout_s):
             raise TimeoutError(f"no answer within {self.pool.timeout_s:g}s")
-        answer = self.conn.recv()
+        answer = conn.recv()
         if key is not None and answer[0] == "ok":
             self.policy_key = key
         return answer
@@ -371,7 +376,7 @@ class ScoreWorkers:
         self.deadline_s = deadline_s    # a post's whole time in the pool (queue, retries), enforced by the pipeline
         self.start_timeout_s = start_timeout_s
         self.max_start_failures = max_start_failures
-        self._ctx = multiprocessing.get_context(context)
+        self._ctx: Any = multiprocessing.get_context(context)  # spawn or forkserver
         from bot.logs import JsonFormatter
         log_json = any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
         self._settings = {"model": None if model is None else str(model), "rules_only": rules_only,
