@@ -102,6 +102,39 @@ async def checkpoint(conn: aiosqlite.Connection, *, wait_ms: int = 0) -> bool:
     return row is not None and row[0] == 0
 
 
+def _statements(sql: str) -> list[str]:
+    """A migration script as single statements (a trigger's BEGIN ... END stays whole)."""
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(part.strip().startswith("--") for part in buf.strip().splitlines()):
+        out.append(buf.strip())
+    return out
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    """Apply the pending migrations in one write transaction, re-reading what is applied under its lock, so two
+    processes opening a new database at the same moment never both create the tables."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        async with conn.execute("SELECT version FROM schema_migrations") as cur:
+            done = {row[0] for row in await cur.fetchall()}
+        for number, sql in _migrations():
+            if number in done:
+                continue
+            for statement in _statements(sql):
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations VALUES (?, datetime('now'))", (number,))
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+
+
 async def open_db(path: str | os.PathLike) -> aiosqlite.Connection:
     """Open (creating if needed) and migrate the database at `path`; its files are private to the owner."""
     path = Path(path)
@@ -127,11 +160,8 @@ async def open_db(path: str | os.PathLike) -> aiosqlite.Connection:
                            " applied_at TEXT NOT NULL)")
         async with conn.execute("SELECT version FROM schema_migrations") as cur:
             done = {row[0] for row in await cur.fetchall()}
-        for number, sql in _migrations():
-            if number in done:
-                continue
-            await conn.executescript("BEGIN;\n" + sql + f"\nINSERT INTO schema_migrations VALUES ({number},"
-                                     " datetime('now'));\nCOMMIT;")
+        if any(number not in done for number, _ in _migrations()):
+            await _migrate(conn)
     except BaseException:
         await conn.close()
         raise

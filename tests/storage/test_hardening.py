@@ -272,3 +272,17 @@ async def test_retention_purge_runs_in_short_transactions_another_writer_gets_in
     assert await count(bot, "text IS NOT NULL") == 1
     events = [e for e in await bot.audit_log(community="") if e["action"] == "purge"]
     assert [e["detail"] for e in events] == [{"posts_purged": 40, "days": 90}]
+
+
+async def test_processes_opening_a_new_database_at_the_same_moment_all_start(tmp_path):
+    """Two bot shards (or a bot and its dashboard) started together on a fresh file: one migrates, none fails."""
+    from bot.storage.db import _migrations
+    for attempt in range(5):
+        path = tmp_path / f"fresh{attempt}.db"
+        stores = await asyncio.gather(*(Store.open(path) for _ in range(4)))
+        try:
+            applied = await stores[0]._all("SELECT version FROM schema_migrations ORDER BY version")
+            assert [r["version"] for r in applied] == [n for n, _ in _migrations()]
+        finally:
+            for s in stores:
+                await s.close()
