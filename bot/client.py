@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import sys
 
 import aiohttp
@@ -52,7 +55,8 @@ class CaveatBot(commands.Bot):
     def __init__(self, *, store: Store, policies: PolicyHolder, scorer=None, sync_commands: bool = True,
                  dashboard_url: str | None = None, outbox_seconds: float = 2.0, realert_check_seconds: float = 30.0,
                  crisis_retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0), score_workers=None,
-                 policy_poll_seconds: float = 2.0, **options):
+                 policy_poll_seconds: float = 2.0, heartbeat_seconds: float = 10.0,
+                 takeover_after_seconds: float = 60.0, **options):
         super().__init__(command_prefix=commands.when_mentioned, intents=caveat_intents(), help_command=None,
                          allowed_mentions=discord.AllowedMentions.none(), **options)
         self.store = store
@@ -70,6 +74,13 @@ class CaveatBot(commands.Bot):
         self.policy_sync = PolicySync(store, lambda: self.policies.current, self.apply_policy,
                                       poll_seconds=policy_poll_seconds)
         self._policy_task: asyncio.Task | None = None
+        # This process's name in storage: it marks the posts it acts on and heartbeats; when it dies, another
+        # process serving the same servers posts what it reserved but never posted (cogs/outbox.py `takeover`).
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.pipeline.instance = self.instance
+        # A live process heartbeats well within the silence after which others take its work over.
+        self.heartbeat_seconds = min(heartbeat_seconds, takeover_after_seconds / 4)
+        self.takeover_after_seconds = takeover_after_seconds
 
     def apply_policy(self, policy) -> None:
         """Put a PolicySet in force in this process (the pipeline and score workers included)."""
@@ -83,6 +94,7 @@ class CaveatBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         """Agree on the policy with the other processes on the database, load the extensions, publish the commands."""
+        await self.store.heartbeat(self.instance)
         log.info("%s", await self.policy_sync.start())
         self._policy_task = asyncio.create_task(self.policy_sync.run(), name="caveat-policy-sync")
         for name in EXTENSIONS:
@@ -101,6 +113,10 @@ class CaveatBot(commands.Bot):
                 pass
             self._policy_task = None
         await super().close()
+        try:  # a clean stop: others may take over this process's unfinished posts at once
+            await self.store.retire_instance(self.instance)
+        except Exception as exc:
+            log.warning("could not retire this process from storage: %s", type(exc).__name__)
 
     async def on_ready(self) -> None:
         """Say where the bot is and how to invite it (ids only)."""
@@ -166,7 +182,8 @@ async def _serve(token: str, args, holder: PolicyHolder, scorer) -> int:
         from bot.shards import make_bot  # imports this module: CaveatBot, or its sharded form with --shards
         bot = make_bot(args, store=store, policies=holder, scorer=scorer, score_workers=workers,
                        sync_commands=not getattr(args, "no_sync", False),
-                       dashboard_url=load_settings().dashboard_url)
+                       dashboard_url=load_settings().dashboard_url,
+                       takeover_after_seconds=getattr(args, "takeover_after", None) or 60.0)
         async with bot:
             await bot.start(token)
     except discord.LoginFailure:

@@ -17,6 +17,9 @@ def add_arguments(p) -> None:
                    help="do not publish slash commands to Discord at start (they were synced before)")
     p.add_argument("--metrics-port", type=int, help="serve /healthz and /metrics on this port (default: off)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
+    p.add_argument("--takeover-after", type=float, default=60.0, metavar="SECONDS",
+                   help="when another Caveat process on this database has not been heard from for this long, post"
+                        " the replies and cards it reserved but never posted (default 60)")
     p.add_argument("--shards", metavar="IDS",
                    help="gateway shards this process runs: one id (2), a range (0-3) or a comma list (0,2,5);"
                         " needs --shard-count. Discord sends a server's events to shard (server id >> 22) %% count")

@@ -55,6 +55,10 @@ class Outcome:
 class Pipeline:
     """Assess posts with the current policy and optional model, and keep storage in step."""
 
+    #: The bot process acting on the posts this pipeline stores (None: nothing is posted by this process, e.g. a
+    #: replay or the dashboard's sandbox). Another bot process finishes a dead one's reserved replies and cards.
+    instance: str | None = None
+
     def __init__(self, store: Store, policy: PolicySet, scorer: Scorer | None = None, workers=None):
         """`workers`: a started bot.score_workers.ScoreWorkers (`--score-workers N`): posts are assessed in its
         processes, each with the policy this pipeline holds when the post arrives; a post they cannot score
@@ -165,6 +169,8 @@ class Pipeline:
                 if existing is not None:  # another task stored it while this one was scoring
                     return Outcome(post_id, existing["id"], None, duplicate=True, community_id=post.community_id)
             outcome = await self._record(post, post_id, decision, shadow=shadow, replayed=replayed, now=now)
+            if self.instance is not None:  # this process posts what was reserved; if it dies, another will
+                await self.store.set_handler(post_id, self.instance)
         metrics.observe_decision(decision, time.perf_counter() - started)
         return outcome
 
@@ -182,6 +188,8 @@ class Pipeline:
         async with self.store.transaction():
             await self.store.edit_post(stored["id"], post.text, now=now)
             outcome = await self._record(post, stored["id"], decision, shadow=shadow, now=now, edited=True)
+            if self.instance is not None:
+                await self.store.set_handler(stored["id"], self.instance)
             await self.store.audit("caveat", "reassessed_edit", community=post.community_id, post_id=stored["id"],
                                    decision_id=outcome.decision_id, detail={"action": decision.action}, now=now)
         return outcome

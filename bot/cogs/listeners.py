@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 import discord
 from discord.ext import commands
@@ -14,8 +15,14 @@ from discord.ext import commands
 from bot.cogs import render
 from bot.cogs.review import NO_PINGS, note_view
 from bot.engine import Post
+from bot.pipeline import Outcome
 
 log = logging.getLogger("caveat.listeners")
+
+
+def reply_nonce(post_id: int, kind: str) -> str:
+    """The same nonce for every attempt at one reply: Discord (enforce_nonce) keeps the first message it made."""
+    return f"cv{post_id}{kind[0]}"
 
 
 class Listeners(commands.Cog):
@@ -152,16 +159,7 @@ class Listeners(commands.Cog):
         alerted FIRST, and the alert says truthfully whether the crisis reply went out."""
         d = outcome.decision
         if outcome.reply == "resources":
-            await self._card(post, outcome, alert=True, status="sending")
-            embed = render.resources_embed(d.resources)
-            error = await self._send_resources(message, post, outcome, embed)
-            if error is None:
-                await self._alert_status(post, outcome, "delivered")
-            else:
-                await self._alert_status(post, outcome, "retrying", error)
-                task = asyncio.create_task(self._retry_resources(message, post, outcome, embed, error))
-                self._retries.add(task)
-                task.add_done_callback(self._retries.discard)
+            await self._crisis(message, post, outcome, render.resources_embed(d.resources), card=True)
             return
         if outcome.reply == "note" and d.note is not None:
             await self._reply(message, post, outcome, embed=render.note_embed(d.note),
@@ -169,6 +167,57 @@ class Listeners(commands.Cog):
         if outcome.case_id is not None:
             await self._card(post, outcome, alert=d.action == "escalate" and not outcome.replayed,
                              status="not_sent" if d.action == "escalate" else None)
+
+    async def _crisis(self, message, post: Post, outcome, embed, *, card: bool) -> None:
+        """Alert the moderators first (when `card`), then post the crisis reply; retries go on in the background."""
+        if card:
+            await self._card(post, outcome, alert=True, status="sending")
+        error = "the channel is gone" if message is None else await self._send_resources(message, post, outcome,
+                                                                                           embed)
+        if error is None:
+            await self._alert_status(post, outcome, "delivered")
+        elif message is None:
+            await self.bot.pipeline.reply_failed(outcome, error)
+            await self._alert_status(post, outcome, "failed", error)
+        else:
+            await self._alert_status(post, outcome, "retrying", error)
+            task = asyncio.create_task(self._retry_resources(message, post, outcome, embed, error))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+
+    async def finish(self, row: dict) -> None:
+        """Post what a dead process reserved for a post of this process's servers and never posted: the crisis
+        reply (moderators alerted first), the caution note, the case card. Each send carries a nonce fixed per post
+        and kind, so Discord drops a copy the dead process did post but could not record."""
+        post_id, community = row["post_id"], row["community_id"]
+        decision = await self.store.latest_decision(post_id)
+        if decision is None:
+            return
+        post = Post("discord", row["message_id"], row["channel_id"], row["author_id"], "", community_id=community)
+        outcome = Outcome(post_id, decision["id"], None, case_id=row["case_id"], community_id=community)
+        channel = self.bot.get_channel(int(row["channel_id"]))
+        message = channel.get_partial_message(int(row["message_id"])) \
+            if channel is not None and hasattr(channel, "get_partial_message") else None
+        policy = self.bot.policy
+        if "resources" in row["replies"]:
+            config = await self.bot.community_config(community)
+            crisis = policy.community.crisis_resources
+            embed = render.resources_embed(crisis.get(config.locale, crisis[policy.community.default_locale]))
+            await self._crisis(message, post, replace(outcome, reply="resources"), embed, card=row["card_missing"])
+            return
+        if "note" in row["replies"]:
+            noted = replace(outcome, reply="note")
+            note = policy.note(decision["note_id"]) if decision["note_id"] else None
+            if note is None or message is None:
+                await self.bot.pipeline.reply_failed(noted, "the note was withdrawn" if message else "channel gone")
+            else:
+                await self._reply(message, post, noted, embed=render.note_embed(note), view=note_view(decision["id"]))
+        if row["card_missing"]:
+            escalate = decision["action"] == "escalate"
+            status = None
+            if escalate:
+                status = "delivered" if (await self.store.replies(post_id)).get("resources") else "not_sent"
+            await self._card(post, outcome, alert=escalate, status=status)
 
     async def _card(self, post: Post, outcome, *, alert: bool, status: str | None) -> None:
         """Post the case card; the case is stored either way, and a failed card must not hide the failure."""
@@ -194,7 +243,8 @@ class Listeners(commands.Cog):
         """One attempt at the crisis reply; None when Discord accepted it, else the error (the reservation is
         kept while retries remain)."""
         try:
-            sent = await message.reply(embed=embed, allowed_mentions=NO_PINGS, mention_author=False)
+            sent = await message.reply(embed=embed, allowed_mentions=NO_PINGS, mention_author=False,
+                                       nonce=reply_nonce(outcome.post_id, "resources"))
         except discord.HTTPException as exc:
             log.warning("could not post the crisis resources for post %s: HTTP %s", post.key, exc.status)
             await self.store.audit("caveat", "resources_attempt_failed", community=post.community_id,
@@ -219,7 +269,8 @@ class Listeners(commands.Cog):
     async def _reply(self, message: discord.Message, post: Post, outcome, **kwargs) -> bool:
         """Post the reserved reply; True when Discord accepted it."""
         try:
-            sent = await message.reply(allowed_mentions=NO_PINGS, mention_author=False, **kwargs)
+            sent = await message.reply(allowed_mentions=NO_PINGS, mention_author=False,
+                                       nonce=reply_nonce(outcome.post_id, outcome.reply), **kwargs)
         except discord.HTTPException as exc:
             log.warning("could not post the %s for post %s: HTTP %s", outcome.reply, post.key, exc.status)
             await self.bot.pipeline.reply_failed(outcome, f"HTTP {exc.status}")

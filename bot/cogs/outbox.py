@@ -34,12 +34,14 @@ class Outbox(commands.Cog):
         """Start both loops at the bot's configured intervals."""
         self.poll.change_interval(seconds=self.bot.outbox_seconds)
         self.realert.change_interval(seconds=self.bot.realert_check_seconds)
+        self.takeover.change_interval(seconds=self.bot.heartbeat_seconds)
         self.poll.start()
         self.realert.start()
+        self.takeover.start()
 
     async def cog_unload(self) -> None:
         """Stop the loops and wait for a run in progress, so nothing writes after storage closes."""
-        for loop in (self.poll, self.realert):
+        for loop in (self.poll, self.realert, self.takeover):
             task = loop.get_task()
             loop.cancel()
             if task is not None:
@@ -143,6 +145,34 @@ class Outbox(commands.Cog):
         await self.store.audit(mod, "post_removed", community=case["community_id"], case_id=case["id"],
                                post_id=case["post_id"])
         return result
+
+    @tasks.loop(seconds=10)
+    async def takeover(self) -> None:
+        """Heartbeat; then finish what a dead process (no heartbeat for `takeover_after_seconds`) reserved on this
+        process's servers and never posted: its crisis replies, caution notes and case cards."""
+        now = utcnow()
+        await self.store.heartbeat(self.bot.instance, now=now)
+        dead_before = now - timedelta(seconds=self.bot.takeover_after_seconds)
+        listeners = self.bot.get_cog("Listeners")
+        for row in await self.store.orphaned_posts(me=self.bot.instance, dead_before=dead_before,
+                                                   communities=self._communities()):
+            if not await self.store.take_over(row["post_id"], dead=row["handled_by"], me=self.bot.instance):
+                continue  # another process took it first
+            log.warning("post %s: its process stopped before posting %s; posting now", row["post_id"],
+                        ", ".join(row["replies"] + (["card"] if row["card_missing"] else [])))
+            await self.store.audit("caveat", "taken_over", community=row["community_id"], post_id=row["post_id"],
+                                   case_id=row["case_id"], detail={"from": row["handled_by"], "replies": row["replies"],
+                                                                   "card": row["card_missing"]})
+            await listeners.finish(row)
+
+    @takeover.before_loop
+    async def _takeover_ready(self) -> None:
+        await self.bot.wait_until_ready()
+
+    @takeover.error
+    async def _takeover_error(self, exc: BaseException) -> None:
+        log.error("takeover loop stopped: %s; restarting it", type(exc).__name__, exc_info=exc)
+        self.takeover.restart()
 
     @tasks.loop(seconds=30)
     async def realert(self) -> None:

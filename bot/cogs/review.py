@@ -199,7 +199,9 @@ class Review(commands.Cog):
         if alert:
             ping, mentions = role_ping(config.oncall_role_id)
             content = alert_text(case_id, crisis_status, ping)
-        msg = await channel.send(content=content, embed=embed, view=view, allowed_mentions=mentions)
+        # One nonce per case card: a copy posted by a process that died before recording it is not posted twice.
+        msg = await channel.send(content=content, embed=embed, view=view, allowed_mentions=mentions,
+                                 nonce=f"cvc{case_id}")
         await self.store.set_case_card(case_id, str(msg.id))
         await self.store.audit("caveat", "alert_sent" if alert else "case_card_posted", community=community,
                                case_id=case_id, post_id=case["post_id"],

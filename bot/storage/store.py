@@ -25,6 +25,7 @@ from bot.storage.db import DatabaseBusy, is_busy, open_db
 from bot.storage.outbox import OutboxMixin, SessionsMixin
 from bot.storage.policies import PolicyMixin
 from bot.storage.privacy import PrivacyMixin
+from bot.storage.recovery import RecoveryMixin
 from bot.storage.stats import StatsMixin
 
 def is_postgres_url(target) -> bool:
@@ -49,7 +50,8 @@ def channel_scope(community_id: str, channel_id: str) -> str:
     return f"community:{community_id}/channel:{channel_id}"
 
 
-class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, DashboardQueriesMixin, PolicyMixin):
+class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, DashboardQueriesMixin, PolicyMixin,
+            RecoveryMixin):
     """All persistent state of Caveat behind one aiosqlite connection."""
 
     def __init__(self, conn: aiosqlite.Connection):

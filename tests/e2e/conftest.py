@@ -130,8 +130,9 @@ async def make_harness(fake, new_database):
     """Start extra bots on their own database (a bare server, another policy); all are stopped at the end."""
     started = []
 
-    async def make(policy, *, name="other.db", **options) -> Harness:
-        h = Harness(fake, new_database(name), policy, **options)
+    async def make(policy, *, name="other.db", database=None, **options) -> Harness:
+        """`database`: share one (another process of the same deployment); default: a new one named `name`."""
+        h = Harness(fake, database or new_database(name), policy, **options)
         await h.start()
         started.append(h)
         return h

@@ -69,6 +69,7 @@ class FakeDiscord(MemberActions, GatewayMixin):
         self.requests: list[Request] = []
         self.unhandled: list[str] = []
         self.messages: dict[str, dict] = {}
+        self._nonces: dict[tuple[str, str], str] = {}   # (channel id, nonce) -> first message id (enforce_nonce)
         self.commands: list[dict] = []
         self._failures: list[tuple[str, re.Pattern, int, float]] = []
         self._interaction_messages: dict[str, dict] = {}
@@ -290,6 +291,10 @@ class FakeDiscord(MemberActions, GatewayMixin):
         return next((i for i in self._interactions.values() if i["token"] == token), None)
 
     async def _bot_message(self, channel_id: str, body: dict) -> dict:
+        # Like Discord with enforce_nonce: a second message with the same nonce from the bot returns the first.
+        nonce = body.get("nonce") if body.get("enforce_nonce") else None
+        if nonce is not None and (first := self._nonces.get((channel_id, str(nonce)))) in self.messages:
+            return self.messages[first]
         ref = body.get("message_reference")
         channel = self.channel(channel_id)
         msg = self.message_payload(channel, self.bot_user, body.get("content") or "",
@@ -298,6 +303,8 @@ class FakeDiscord(MemberActions, GatewayMixin):
         if ref:
             msg["message_reference"] = dict(ref, channel_id=channel_id, guild_id=channel.guild_id)
         self.messages[msg["id"]] = msg
+        if nonce is not None:
+            self._nonces[(channel_id, str(nonce))] = msg["id"]
         await self.dispatch("MESSAGE_CREATE", msg)  # like Discord: the bot sees its own message
         return msg
 
