@@ -1,6 +1,7 @@
 """Opening the SQLite database (WAL, foreign keys, private files) and applying numbered migrations."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -135,6 +136,19 @@ async def _migrate(conn: aiosqlite.Connection) -> None:
         raise
 
 
+async def _wal(conn: aiosqlite.Connection, *, tries: int = 50) -> None:
+    """Switch to WAL. On a new file that other processes open at the same moment, the switch can find the database
+    locked without SQLite's busy handler waiting: retry it for a few seconds."""
+    for attempt in range(tries):
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.02 * (attempt + 1))
+
+
 async def open_db(path: str | os.PathLike) -> aiosqlite.Connection:
     """Open (creating if needed) and migrate the database at `path`; its files are private to the owner."""
     path = Path(path)
@@ -147,7 +161,7 @@ async def open_db(path: str | os.PathLike) -> aiosqlite.Connection:
     try:
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA journal_mode=WAL")
+        await _wal(conn)
         await conn.execute("PRAGMA foreign_keys=ON")
         # Health data: overwrite deleted content with zeros instead of leaving it in free pages.
         await conn.execute("PRAGMA secure_delete=ON")
