@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -80,7 +81,31 @@ class CaveatBot(commands.Bot):
         self.pipeline.instance = self.instance
         # A live process heartbeats well within the silence after which others take its work over.
         self.heartbeat_seconds = min(heartbeat_seconds, takeover_after_seconds / 4)
+        self._in_flight: set[asyncio.Task] = set()
+        #: How long a stopping bot waits for posts it is handling before it closes (then storage closes).
+        self.drain_seconds = 15.0
         self.takeover_after_seconds = takeover_after_seconds
+
+    @contextlib.contextmanager
+    def handling(self):
+        """Mark the current task as handling a member's post: `close()` lets it finish first."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _drain(self) -> None:
+        pending = {t for t in self._in_flight if t is not asyncio.current_task() and not t.done()}
+        if pending:
+            log.info("waiting for %d post(s) being handled before stopping", len(pending))
+            _, left = await asyncio.wait(pending, timeout=self.drain_seconds)
+            if left:
+                log.warning("stopping with %d post(s) still being handled; another process takes over what they"
+                            " reserved", len(left))
 
     def apply_policy(self, policy) -> None:
         """Put a PolicySet in force in this process (the pipeline and score workers included)."""
@@ -104,7 +129,8 @@ class CaveatBot(commands.Bot):
             log.info("synced %d application commands", len(synced))
 
     async def close(self) -> None:
-        """Stop following policy changes, then disconnect."""
+        """Let the posts being handled finish, stop following policy changes, then disconnect."""
+        await self._drain()
         if self._policy_task is not None:
             self._policy_task.cancel()
             try:

@@ -92,10 +92,11 @@ class Listeners(commands.Cog):
             return
         outcome = None
         try:
-            post = await self._post(message)
-            outcome = await self.bot.pipeline.handle(post, parents=self.parents(message.channel))
-            if not outcome.duplicate:
-                await self._act(message, post, outcome)
+            with self.bot.handling():  # a stopping bot waits for this before closing storage
+                post = await self._post(message)
+                outcome = await self.bot.pipeline.handle(post, parents=self.parents(message.channel))
+                if not outcome.duplicate:
+                    await self._act(message, post, outcome)
         finally:
             self.bot.dispatch("caveat_post_handled", message.id, outcome)
 
@@ -111,16 +112,21 @@ class Listeners(commands.Cog):
             return
         outcome = None
         try:
-            post = await self._post(message)
-            outcome = await self.bot.pipeline.handle_edit(post, parents=self.parents(message.channel))
-            if outcome is not None and not outcome.duplicate:
-                await self._act(message, post, outcome)
+            with self.bot.handling():
+                post = await self._post(message)
+                outcome = await self.bot.pipeline.handle_edit(post, parents=self.parents(message.channel))
+                if outcome is not None and not outcome.duplicate:
+                    await self._act(message, post, outcome)
         finally:
             self.bot.dispatch("caveat_post_handled", message.id, outcome)
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         """The member deleted a post: purge its stored text, close its cases, update their cards, remove Caveat's reply."""
+        with self.bot.handling():
+            await self._deleted(payload)
+
+    async def _deleted(self, payload: discord.RawMessageDeleteEvent) -> None:
         stored = await self.store.post_by_message("discord", str(payload.message_id))
         if stored is None:
             return

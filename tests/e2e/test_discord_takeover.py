@@ -98,3 +98,28 @@ def outcome_time_ago(seconds):
 
     from bot.storage.clock import utcnow
     return utcnow() - timedelta(seconds=seconds)
+
+
+async def test_a_stopping_bot_finishes_the_posts_it_is_handling_before_closing_storage(harness, fake, monkeypatch):
+    """Ctrl-C (or docker stop) while a crisis post is being handled: the reply still goes out and is recorded, and
+    nothing writes to a closed database."""
+    listeners = harness.bot.get_cog("Listeners")
+    real_act = listeners._act
+
+    async def slow_act(message, post, outcome):
+        await asyncio.sleep(0.5)   # Discord is slow today
+        await real_act(message, post, outcome)
+    monkeypatch.setattr(listeners, "_act", slow_act)
+    msg = await fake.send_message(CRISIS)
+    await wait_until(lambda: bool(listeners.bot._in_flight))
+    database = harness.db_path
+    await harness.stop()          # what SIGINT does: bot.close(), then storage closes
+    [reply] = bot_messages(fake, fake.general)
+    assert str(reply["message_reference"]["message_id"]) == msg["id"]
+    from bot.storage import Store
+    reopened = await Store.open(database)
+    try:
+        stored = await reopened.post_by_message("discord", msg["id"])
+        assert (await reopened.replies(stored["id"]))["resources"] == reply["id"]
+    finally:
+        await reopened.close()
