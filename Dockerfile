@@ -4,13 +4,13 @@
 #   docker build -t caveat --build-arg TORCH_SPEC=/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl .
 #                                       # torch's CPU wheel from ./wheels/ (git-ignored) instead of the CPU index
 #   docker run -d --name caveat -e DISCORD_TOKEN -v caveat-data:/data caveat
-#   docker run -d -p 8080:8080 -e CAVEAT_WEB_SECRET -v caveat-data:/data caveat \
+#   docker run -d -p 8080:8080 -e CAVEAT_DASHBOARD_URL -v caveat-data:/data caveat \
 #       --log-json serve --host 0.0.0.0 --allow-remote
 #
-# Stage `build` installs the serving environment (`pip install '.[postgres]'`: ONNX Runtime, no torch) into /opt/venv and,
-# in a throwaway venv, torch's CPU wheel plus the train extra, only to run `caveat export-model` once: the int8
+# Stage `build` installs the serving environment (`pip install '.[postgres]'`: ONNX Runtime, no torch) into
+# /opt/venv and, in a throwaway venv, torch's CPU wheel plus the train extra, only to run `caveat export-model` once: the int8
 # ONNX model lands in /opt/caveat/cache. The final stage copies the serving venv and that cache, nothing else: no
-# torch, no build tools; it runs as uid 10001 under tini. Secrets (DISCORD_TOKEN, CAVEAT_WEB_SECRET) come with
+# torch, no build tools; it runs as uid 10001 under tini. Secrets (DISCORD_TOKEN, CAVEAT_DB with a password) come with
 # `docker run -e`, never in the image; the database lives on the /data volume.
 ARG BASE=python:3.11-slim
 # Where the export venv gets torch: any pip arguments that name a CPU build of torch 2.13.0 (an index, a wheel
