@@ -8,12 +8,17 @@ There is ONE note chooser: `proposed_note`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
+from typing import Any
 
 from bot.engine.actions import SEVERITY
-from bot.storage import CaseConflict, CaseNotFound, Store
+from bot.storage import CaseConflict, CaseNotFound
+from bot.storage.cases import check_actionable
+from bot.storage.contract import Storage
+from bot.storage.rows import CaseRow
 from policies.loader import PolicySet
 from policies.schema import Note
 
@@ -31,7 +36,7 @@ class NotAllowed(PermissionError):
 class CaseResult:
     """A case after an action, what to tell the moderator, and the outbox actions it created."""
 
-    case: dict
+    case: CaseRow
     message: str
     actions: tuple[int, ...] = ()
 
@@ -41,7 +46,7 @@ def _note(policy: PolicySet, note_id: str | None) -> Note | None:
     return policy.note(note_id) if note_id else None
 
 
-def proposed_note(policy: PolicySet, case: dict) -> Note | None:
+def proposed_note(policy: PolicySet, case: Mapping[str, Any]) -> Note | None:
     """The note a moderator may send for a case: the decision's own note; else the note of the strongest
     active rule OF THE CASE'S LABEL; else that label's default note. Emergencies get crisis resources, never
     a caution note."""
@@ -66,7 +71,7 @@ def proposed_note(policy: PolicySet, case: dict) -> Note | None:
 class CaseService:
     """Case actions on storage, scoped to one community per call."""
 
-    def __init__(self, store: Store, policy_source):
+    def __init__(self, store: Storage, policy_source):
         """`policy_source`: a callable returning the PolicySet in force (policies can be reloaded)."""
         self.store = store
         self._policy = policy_source
@@ -76,15 +81,15 @@ class CaseService:
         """The PolicySet in force."""
         return self._policy()
 
-    def proposed_note(self, case: dict) -> Note | None:
+    def proposed_note(self, case: Mapping[str, Any]) -> Note | None:
         """The one note chooser (see module `proposed_note`)."""
         return proposed_note(self.policy, case)
 
-    async def case(self, community: str, case_id: int) -> dict:
+    async def case(self, community: str, case_id: int) -> CaseRow:
         """A case of this community; CaseNotFound for any other."""
         return await self.store.case(case_id, community=community)
 
-    async def _refresh(self, case: dict, actor: str, now) -> tuple[int, ...]:
+    async def _refresh(self, case: CaseRow, actor: str, now) -> tuple[int, ...]:
         """Ask the owning platform to update the case card."""
         if case["platform"] != "discord":
             return ()
@@ -111,9 +116,9 @@ class CaseService:
         if reason_code not in codes:
             raise ValueError(f"choose a reason to {verb} (one of: {', '.join(codes)})")
 
-    async def _actionable(self, community: str, case_id: int, moderator: str, verb: str) -> dict:
+    async def _actionable(self, community: str, case_id: int, moderator: str, verb: str) -> CaseRow:
         case = await self.store.case(case_id, community=community)
-        self.store._check_actionable(case, moderator)
+        check_actionable(case, moderator)
         if verb != "dismiss" and (case["kind"] == "replay" or case["platform"] not in ACTIONABLE_PLATFORMS):
             raise CaseConflict(f"case #{case_id} comes from a replayed history: nothing can be posted or removed;"
                                " dismiss it or clear replayed cases")
@@ -173,7 +178,7 @@ class CaseService:
         """Close the case as escalated and alert the on-call role."""
         async with self.store.transaction():
             case = await self.store.case(case_id, community=community)
-            self.store._check_actionable(case, moderator)
+            check_actionable(case, moderator)
             actions: tuple[int, ...] = ()
             if case["platform"] == "discord" and case["kind"] != "replay":
                 actions = (await self.store.enqueue_action(community, "discord", "alert", actor=moderator,

@@ -12,6 +12,10 @@ import sqlite3
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.storage.contract import Health
 
 PROBE = "caveat health check"
 
@@ -102,17 +106,16 @@ def check_db_url(url: str) -> list[str]:
     return [problem] if problem else []
 
 
-async def check_store(store) -> str | None:
+async def check_store(store: Health) -> str | None:
     """The live store: a query answers and the migrations are applied (None when healthy)."""
     try:
-        await store._one("SELECT 1 AS ok")
-        applied = {row["version"] for row in await store._all("SELECT version FROM schema_migrations")}
+        applied = await store.applied_migrations()
     except Exception as exc:
         return f"database: {type(exc).__name__}: {exc}"
     return migration_problem(applied, "the open database")
 
 
-async def check_live(store, scorer, *, timeout_s: float = 10.0) -> dict:
+async def check_live(store: Health, scorer, *, timeout_s: float = 10.0) -> dict:
     """`/healthz`: {"ok", "database", "model"}; the model entry is its version, "rules-only", or the problem."""
     db_problem = await check_store(store)
     if scorer is None:

@@ -3,7 +3,8 @@
 `Store` (SQLite) and `PostgresStore` implement these primitives; the aggregates (posts and decisions in
 `store.py`, cases and audit, replies and cooldowns, outbox and sessions, privacy, stats, dashboard reads, policies)
 are mixins written once against them, in the SQL both databases accept. Nothing outside `bot/storage` writes SQL.
-Rows are read-only mappings of column name to value (`Row`); a write returns a `Result`.
+Rows are read-only mappings of column name to value (`Row`); a write returns a `Result`. What the rest of Caveat
+may call on a store, and the typed rows it gets back, are in `contract.py` and `rows.py`.
 """
 from __future__ import annotations
 

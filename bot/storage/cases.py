@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from bot.storage.base import StoreBase
 from bot.storage.clock import iso
+from bot.storage.rows import AuditRow, CaseRow
 
 RESOLUTIONS = ("sent_note", "dismissed", "removed", "escalated", "deleted", "expired", "cleared")
 KINDS = ("flag", "dispute", "shadow", "replay")
@@ -28,6 +29,14 @@ class CaseConflict(RuntimeError):
     def __init__(self, message: str, holder: str | None = None):
         super().__init__(message)
         self.holder = holder
+
+
+def check_actionable(case: CaseRow, moderator: str) -> None:
+    """May `moderator` act on this case? CaseConflict when it is resolved, or claimed by someone else."""
+    if case["status"] == "resolved":
+        raise CaseConflict(f"case #{case['id']} is already resolved ({case['resolution']})", case["resolved_by"])
+    if case["status"] == "claimed" and case["claimed_by"] != moderator:
+        raise CaseConflict(f"case #{case['id']} is claimed by {case['claimed_by']}", case["claimed_by"])
 
 
 class CasesMixin(StoreBase):
@@ -59,7 +68,7 @@ class CasesMixin(StoreBase):
         """Does this post have an unresolved case?"""
         return await self._one("SELECT 1 FROM cases WHERE post_id=? AND status != 'resolved'", (post_id,)) is not None
 
-    async def case(self, case_id: int, *, community: str) -> dict:
+    async def case(self, case_id: int, *, community: str) -> CaseRow:
         """A case of `community` joined with its post and decision; CaseNotFound for any other community's."""
         row = await self._one(_CASE_SELECT + " WHERE c.id=? AND c.community_id=?", (case_id, community))
         if row is None:
@@ -69,7 +78,7 @@ class CasesMixin(StoreBase):
     async def cases(self, *, community: str, status: str | None = "open", label: str | None = None,
                     channel_id: str | None = None, kind: str | None = None, sort: str = "severity",
                     limit: int = 50, offset: int = 0, author_id: str | None = None, post_id: int | None = None,
-                    include_replayed: bool = False) -> list[dict]:
+                    include_replayed: bool = False) -> list[CaseRow]:
         """Cases of one community by status ('open' = open or claimed), label, channel, kind; replayed ones hidden
         unless asked for (or `kind='replay'`)."""
         where: list[str] = ["c.community_id = ?"]
@@ -101,18 +110,13 @@ class CasesMixin(StoreBase):
                                      (community,))
         return await self._count(f"SELECT COUNT(*) AS n FROM cases WHERE {where} AND status = ?", (community, status))
 
-    @staticmethod
-    def _check_actionable(case: dict, moderator: str) -> None:
-        if case["status"] == "resolved":
-            raise CaseConflict(f"case #{case['id']} is already resolved ({case['resolution']})", case["resolved_by"])
-        if case["status"] == "claimed" and case["claimed_by"] != moderator:
-            raise CaseConflict(f"case #{case['id']} is claimed by {case['claimed_by']}", case["claimed_by"])
+    _check_actionable = staticmethod(check_actionable)  # the name callers outside storage still use
 
-    async def claim(self, case_id: int, moderator: str, *, community: str, now: datetime | None = None) -> dict:
+    async def claim(self, case_id: int, moderator: str, *, community: str, now: datetime | None = None) -> CaseRow:
         """Lock a case to `moderator`; refused (CaseConflict) if another moderator holds it or it is resolved."""
         async with self.transaction():
             case = await self.case(case_id, community=community)
-            self._check_actionable(case, moderator)
+            check_actionable(case, moderator)
             if case["status"] != "claimed":
                 await self._exec("UPDATE cases SET status='claimed', claimed_by=?, claimed_at=?, updated_at=?"
                                         " WHERE id=?", (moderator, iso(now), iso(now), case_id))
@@ -120,11 +124,12 @@ class CasesMixin(StoreBase):
                                  now=now)
             return await self.case(case_id, community=community)
 
-    async def unclaim(self, case_id: int, moderator: str, *, community: str, now: datetime | None = None) -> dict:
+    async def unclaim(self, case_id: int, moderator: str, *, community: str,
+                      now: datetime | None = None) -> CaseRow:
         """Give a claimed case back to the queue; only its holder may."""
         async with self.transaction():
             case = await self.case(case_id, community=community)
-            self._check_actionable(case, moderator)
+            check_actionable(case, moderator)
             if case["status"] != "claimed":
                 raise CaseConflict(f"case #{case_id} is not claimed")
             await self._exec("UPDATE cases SET status='open', claimed_by=NULL, claimed_at=NULL, updated_at=?"
@@ -134,14 +139,14 @@ class CasesMixin(StoreBase):
             return await self.case(case_id, community=community)
 
     async def resolve(self, case_id: int, moderator: str, resolution: str, *, community: str,
-                      reason_code: str | None = None, now: datetime | None = None) -> dict:
+                      reason_code: str | None = None, now: datetime | None = None) -> CaseRow:
         """Close a case with an outcome; an open case is claimed on the way, another's claim is refused."""
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown resolution '{resolution}' (one of: {', '.join(RESOLUTIONS)})")
         at = iso(now)
         async with self.transaction():
             case = await self.case(case_id, community=community)
-            self._check_actionable(case, moderator)
+            check_actionable(case, moderator)
             await self._exec(
                 "UPDATE cases SET status='resolved', claimed_by=COALESCE(claimed_by, ?), resolved_by=?,"
                 " resolved_at=?, resolution=?, reason_code=?, updated_at=? WHERE id=?",
@@ -197,7 +202,7 @@ class CasesMixin(StoreBase):
 
     async def audit_log(self, *, community: str, actor: str | None = None, action: str | None = None,
                         case_id: int | None = None, post_id: int | None = None, limit: int = 200,
-                        offset: int = 0) -> list[dict]:
+                        offset: int = 0) -> list[AuditRow]:
         """Audit events of one community, newest first, optionally filtered."""
         where: list[str] = ["community_id = ?"]
         args: list[Any] = [community]
@@ -206,12 +211,13 @@ class CasesMixin(StoreBase):
                 where.append(f"{col} = ?")
                 args.append(val)
         sql = "SELECT * FROM audit WHERE " + " AND ".join(where) + " ORDER BY id DESC LIMIT ? OFFSET ?"
-        return [dict(r) | {"detail": json.loads(r["detail"])} for r in await self._all(sql, tuple(args) + (limit, offset))]
+        return [cast(AuditRow, dict(r) | {"detail": json.loads(r["detail"])})
+                for r in await self._all(sql, tuple(args) + (limit, offset))]
 
 
-def _case_row(row) -> dict:
+def _case_row(row) -> CaseRow:
     d = dict(row)
     for key in ("detail", "scores", "labels"):
         if key in d and isinstance(d[key], str):
             d[key] = json.loads(d[key])
-    return d
+    return cast(CaseRow, d)

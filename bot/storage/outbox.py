@@ -6,9 +6,11 @@ import json
 import secrets
 from collections.abc import Collection
 from datetime import datetime, timedelta
+from typing import cast
 
 from bot.storage.base import StoreBase
 from bot.storage.clock import iso, utcnow
+from bot.storage.rows import ActionRow, PendingActionRow
 
 
 def sha256(text: str) -> str:
@@ -30,7 +32,7 @@ class OutboxMixin(StoreBase):
         return cur.new_id
 
     async def take_actions(self, platform: str, *, communities: Collection[str] | None = None, limit: int = 20,
-                           retry_after_seconds: float = 120, now: datetime | None = None) -> list[dict]:
+                           retry_after_seconds: float = 120, now: datetime | None = None) -> list[ActionRow]:
         """Pending actions for `platform`, marked as taken in one transaction (a crashed taker's rows come back
         after `retry_after_seconds`). With `communities`, only theirs: a bot process takes only the actions of the
         servers on its own shards."""
@@ -51,20 +53,20 @@ class OutboxMixin(StoreBase):
                                    args + (limit,))
             for r in rows:
                 await self._exec("UPDATE platform_actions SET taken_at=? WHERE id=?", (iso(now), r["id"]))
-        return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
+        return [cast(ActionRow, dict(r) | {"detail": json.loads(r["detail"])}) for r in rows]
 
     async def finish_action(self, action_id: int, result: str, *, now: datetime | None = None) -> None:
         """Mark an action carried out (or failed for good) with a short result code."""
         await self._write("UPDATE platform_actions SET done_at=?, result=? WHERE id=?", (iso(now), result, action_id))
 
-    async def pending_actions(self, *, community: str, case_id: int | None = None) -> list[dict]:
+    async def pending_actions(self, *, community: str, case_id: int | None = None) -> list[PendingActionRow]:
         """Actions of a community not carried out yet (shown on the dashboard's case page)."""
         sql = "SELECT * FROM platform_actions WHERE community_id=? AND done_at IS NULL"
         args: tuple = (community,)
         if case_id is not None:
             sql += " AND case_id=?"
             args += (case_id,)
-        return [dict(r) for r in await self._all(sql + " ORDER BY id", args)]
+        return [cast(PendingActionRow, dict(r)) for r in await self._all(sql + " ORDER BY id", args)]
 
 
 class SessionsMixin(StoreBase):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from bot.storage.base import StoreBase
@@ -38,7 +39,7 @@ class PolicyMixin(StoreBase):
     async def _notify_policy(self, version: str) -> None:
         """Tell listening processes at commit (PostgreSQL); SQLite's followers poll instead."""
 
-    async def listen_policy(self, callback):
+    async def listen_policy(self, callback: Callable[[], object]) -> Callable[[], Awaitable[None]] | None:
         """Call `callback()` whenever a policy is published; returns an async `stop()`, or None when this backend
         cannot notify (SQLite: poll `active_policy()`)."""
         return None

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
@@ -220,7 +221,7 @@ class PostgresStore(Store):
         # Delivered at commit to every listening connection of this database; a listener re-reads its own schema.
         await self._exec("SELECT pg_notify('caveat_policy', ?)", (version,))
 
-    async def listen_policy(self, callback):
+    async def listen_policy(self, callback: Callable[[], object]) -> Callable[[], Awaitable[None]] | None:
         """LISTEN on a dedicated connection; `callback()` runs on each publication. Returns an async stop()."""
         import asyncpg
 

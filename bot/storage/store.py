@@ -12,7 +12,7 @@ import json
 import logging
 import sqlite3
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 
@@ -26,6 +26,7 @@ from bot.storage.outbox import OutboxMixin, SessionsMixin
 from bot.storage.policies import PolicyMixin
 from bot.storage.privacy import PrivacyMixin
 from bot.storage.recovery import RecoveryMixin
+from bot.storage.rows import CommunityDecisionRow, DecisionRow, PostRow
 from bot.storage.stats import StatsMixin
 
 def is_postgres_url(target) -> bool:
@@ -73,6 +74,11 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
     async def close(self) -> None:
         """Close the connection."""
         await self.conn.close()
+
+    async def applied_migrations(self) -> set[int]:
+        """The numbers of the migrations applied to this database; raises when the database does not answer."""
+        await self._one("SELECT 1 AS ok")
+        return {row["version"] for row in await self._all("SELECT version FROM schema_migrations")}
 
     #: How long a write keeps trying while another connection (another Caveat process: a replay, a purge, the
     #: dashboard or the bot) holds the database's write lock, before it raises `DatabaseBusy`. Each try waits up to
@@ -188,7 +194,7 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
             if "no transaction is active" not in str(exc):
                 log.error("ROLLBACK failed: %s: %s", type(exc).__name__, exc)
 
-    def batch(self):
+    def batch(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """Bulk replay groups many posts in one transaction; a name that says what it is for."""
         return self.transaction()
 
@@ -231,15 +237,15 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
         await self._write("UPDATE posts SET text=?, edited_at=? WHERE id=? AND deleted_at IS NULL AND purged_at IS NULL",
                           (text, iso(now), post_id))
 
-    async def post(self, post_id: int, *, community: str) -> dict | None:
+    async def post(self, post_id: int, *, community: str) -> PostRow | None:
         """One stored post of `community` as a dict."""
         row = await self._one("SELECT * FROM posts WHERE id=? AND community_id=?", (post_id, community))
-        return dict(row) if row else None
+        return cast(PostRow, dict(row)) if row else None
 
-    async def post_by_message(self, platform: str, message_id: str) -> dict | None:
+    async def post_by_message(self, platform: str, message_id: str) -> PostRow | None:
         """A stored post by its platform message id (platform ids are unique across communities)."""
         row = await self._one("SELECT * FROM posts WHERE platform=? AND message_id=?", (platform, message_id))
-        return dict(row) if row else None
+        return cast(PostRow, dict(row)) if row else None
 
     async def save_decision(self, post_id: int, decision: Decision, *, community: str, shadow: bool = False,
                             replayed: bool = False, now: datetime | None = None) -> int:
@@ -262,13 +268,13 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
                     (community, at[:10], label, decision.action))
         return cur.new_id
 
-    async def decision(self, decision_id: int, *, community: str) -> dict | None:
+    async def decision(self, decision_id: int, *, community: str) -> CommunityDecisionRow | None:
         """A stored decision of `community` with its detail parsed (None for another community's)."""
         row = await self._one("SELECT d.*, p.community_id, p.author_id FROM decisions d JOIN posts p ON p.id = d.post_id"
                               " WHERE d.id=? AND p.community_id=?", (decision_id, community))
-        return _decision_row(row) if row else None
+        return cast(CommunityDecisionRow, _decision_row(row)) if row else None
 
-    async def latest_decision(self, post_id: int) -> dict | None:
+    async def latest_decision(self, post_id: int) -> DecisionRow | None:
         """The newest decision for a post."""
         row = await self._one("SELECT * FROM decisions WHERE post_id=? ORDER BY id DESC LIMIT 1", (post_id,))
         return _decision_row(row) if row else None
@@ -363,9 +369,9 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
             "SELECT DISTINCT community_id FROM posts ORDER BY community_id")]
 
 
-def _decision_row(row) -> dict:
+def _decision_row(row) -> DecisionRow:
     d = dict(row)
     d["detail"] = json.loads(d["detail"])
     d["labels"] = json.loads(d["labels"])
     d["scores"] = json.loads(d["scores"])
-    return d
+    return cast(DecisionRow, d)
