@@ -19,6 +19,7 @@ from bot.community import CommunityConfig
 from bot.pipeline import Pipeline
 from bot.policy_sync import PolicySync
 from bot.storage import Store, default_db_path
+from bot.storage.contract import Storage
 from policies.loader import PolicyError, PolicyHolder, load_policy, warn_once
 from policies.settings import load_settings, retired_variables
 
@@ -53,7 +54,7 @@ def invite_url(application_id: int) -> str:
 class CaveatBot(commands.Bot):
     """The Discord side of Caveat: receives storage, policies and the scorer; cogs do the work."""
 
-    def __init__(self, *, store: Store, policies: PolicyHolder, scorer=None, sync_commands: bool = True,
+    def __init__(self, *, store: Storage, policies: PolicyHolder, scorer=None, sync_commands: bool = True,
                  dashboard_url: str | None = None, outbox_seconds: float = 2.0, realert_check_seconds: float = 30.0,
                  crisis_retry_delays: tuple[float, ...] = (5.0, 30.0, 120.0), score_workers=None,
                  policy_poll_seconds: float = 2.0, heartbeat_seconds: float = 10.0,

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
-from bot.storage import Store, channel_scope, community_scope
+from bot.storage import channel_scope, community_scope
+from bot.storage.contract import Audit, SettingsStore
 from policies.loader import PolicySet
 
 NOTE_LANGUAGES = ("en",)          # languages the shipped caution notes are written in
 DEFAULT_REALERT_MINUTES = 15.0
 _SNOWFLAKE = re.compile(r"^\d{1,20}$")
+
+
+class AuditedSettings(SettingsStore, Audit, Protocol):
+    """The store as setting changes need it: each change audited in the same transaction."""
 
 
 class SettingError(ValueError):
@@ -78,7 +84,7 @@ def _validate(policy: PolicySet, key: str, value):
 SETTING_KEYS = ("mod_channel_id", "oncall_role_id", "locale", "shadow_mode", "note_language", "realert_minutes")
 
 
-async def load_config(store: Store, policy: PolicySet, community_id: str) -> CommunityConfig:
+async def load_config(store: SettingsStore, policy: PolicySet, community_id: str) -> CommunityConfig:
     """The settings of one community: its stored overrides over the policy's defaults."""
     stored = await store.settings(community_scope(community_id))
     defaults = policy.community
@@ -93,7 +99,7 @@ async def load_config(store: Store, policy: PolicySet, community_id: str) -> Com
     )
 
 
-async def update_config(store: Store, policy: PolicySet, community_id: str, actor: str,
+async def update_config(store: AuditedSettings, policy: PolicySet, community_id: str, actor: str,
                         changes: dict) -> CommunityConfig:
     """Validate every change first (nothing is stored if one is wrong), then store them in one transaction."""
     clean = {key: _validate(policy, key, value) for key, value in changes.items()}
@@ -104,7 +110,7 @@ async def update_config(store: Store, policy: PolicySet, community_id: str, acto
     return await load_config(store, policy, community_id)
 
 
-async def set_channel_shadow(store: Store, community_id: str, channel_id: str, shadow: bool, actor: str) -> None:
+async def set_channel_shadow(store: AuditedSettings, community_id: str, channel_id: str, shadow: bool, actor: str) -> None:
     """Shadow or live for one channel (a forum's setting covers its posts; a thread's covers only itself)."""
     async with store.transaction():
         await store.set_setting(channel_scope(community_id, channel_id), "shadow_mode", shadow)
@@ -112,7 +118,7 @@ async def set_channel_shadow(store: Store, community_id: str, channel_id: str, s
                           detail={"channel_id": channel_id, "mode": "shadow" if shadow else "live"})
 
 
-async def is_shadow(store: Store, config: CommunityConfig, channel_ids) -> bool:
+async def is_shadow(store: SettingsStore, config: CommunityConfig, channel_ids) -> bool:
     """Shadow mode for a post: the nearest channel override (the thread, then its parent channel or forum),
     else the community's setting."""
     for channel_id in channel_ids:

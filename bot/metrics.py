@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from bot.storage.contract import Storage
 
 DECISION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -163,7 +166,7 @@ def score_worker_fallback() -> None:
     WORKER_FALLBACKS.inc()
 
 
-async def queue_depth(store) -> int:
+async def queue_depth(store: Storage) -> int:
     """Open review cases (open or claimed, replayed history left out) over every community."""
     total = 0
     for community in await store.communities():
@@ -171,7 +174,7 @@ async def queue_depth(store) -> int:
     return total
 
 
-async def render(store=None, scorer=None) -> str:
+async def render(store: Storage | None = None, scorer=None) -> str:
     """The metrics page in Prometheus text format 0.0.4."""
     lines: list[str] = []
     for metric in METRICS:
@@ -194,7 +197,7 @@ async def render(store=None, scorer=None) -> str:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def routes(store, scorer: Callable[[], object] = lambda: None) -> list:
+def routes(store: Storage, scorer: Callable[[], object] = lambda: None) -> list:
     """aiohttp routes for GET /metrics and GET /healthz (`scorer()` gives the process's scorer or None)."""
     from aiohttp import web
 
@@ -211,7 +214,7 @@ def routes(store, scorer: Callable[[], object] = lambda: None) -> list:
     return [web.get("/metrics", metrics_page), web.get("/healthz", healthz)]
 
 
-async def start_ops_server(store, host: str, port: int, scorer=None):
+async def start_ops_server(store: Storage, host: str, port: int, scorer=None):
     """Serve /healthz and /metrics on host:port (for `caveat run`); returns the aiohttp runner to `cleanup()`."""
     from aiohttp import web
 

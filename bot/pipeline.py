@@ -18,7 +18,7 @@ from bot.community import CommunityConfig, is_shadow, load_config
 from bot.engine import Decision, Engine, Post
 from bot.engine.actions import has_note, has_queue
 from bot.score_workers import WorkerUnavailable
-from bot.storage import Store
+from bot.storage.contract import Storage
 from classifiers.normalize import clean_text
 from classifiers.rules import truncation_notice
 from policies.loader import PolicySet
@@ -59,7 +59,7 @@ class Pipeline:
     #: replay or the dashboard's sandbox). Another bot process finishes a dead one's reserved replies and cards.
     instance: str | None = None
 
-    def __init__(self, store: Store, policy: PolicySet, scorer: Scorer | None = None, workers=None):
+    def __init__(self, store: Storage, policy: PolicySet, scorer: Scorer | None = None, workers=None):
         """`workers`: a started bot.score_workers.ScoreWorkers (`--score-workers N`): posts are assessed in its
         processes, each with the policy this pipeline holds when the post arrives; a post they cannot score
         (its worker died twice) is assessed here with `scorer`, and one they have not assessed within

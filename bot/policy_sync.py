@@ -17,9 +17,10 @@ import asyncio
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bot.storage.contract import Policies
 from policies.loader import PolicyError, PolicyIssue, PolicySet, load_policy
 
 log = logging.getLogger("caveat.policy")
@@ -34,13 +35,13 @@ def policy_files(policy: PolicySet) -> dict[str, str]:
 class PolicySync:
     """Publishes this process's policy changes and follows everyone else's."""
 
-    def __init__(self, store, current: Callable[[], PolicySet], apply: Callable[[PolicySet], None], *,
+    def __init__(self, store: Policies, current: Callable[[], PolicySet], apply: Callable[[PolicySet], None], *,
                  poll_seconds: float = 2.0, fallback_poll_seconds: float = 60.0):
         self.store, self.current, self.apply = store, current, apply
         self.poll_seconds, self.fallback_poll_seconds = poll_seconds, fallback_poll_seconds
         self._folder = Path(tempfile.mkdtemp(prefix="caveat-policy-"))
         self._changed = asyncio.Event()
-        self._stop_listening = None
+        self._stop_listening: Callable[[], Awaitable[None]] | None = None
         self._seen: int | None = None
 
     async def start(self, *, actor: str = "startup") -> str:

@@ -20,6 +20,8 @@ from bot.cogs.review import NO_PINGS
 from bot.engine import Post
 from bot.community import SettingError, set_channel_shadow, update_config
 from bot.storage import CaseNotFound
+from bot.storage.contract import Storage
+from bot.storage.rows import CaseRow
 from policies.loader import PolicyError
 
 log = logging.getLogger("caveat.commands")
@@ -29,7 +31,7 @@ MOD_PERMS = discord.Permissions(manage_messages=True)
 mod_only = app_commands.checks.has_permissions(manage_messages=True)
 
 
-def queue_page_embed(cases: list[dict], total: int, page: int, sort: str, replayed: bool = False) -> discord.Embed:
+def queue_page_embed(cases: list[CaseRow], total: int, page: int, sort: str, replayed: bool = False) -> discord.Embed:
     """One page of the open-case list (replayed history included only when asked, and marked)."""
     pages = max(1, -(-total // PAGE))
     lines = []
@@ -81,7 +83,7 @@ class Commands(commands.Cog):
 
     def __init__(self, bot):
         self.bot = bot
-        self.store = bot.store
+        self.store: Storage = bot.store
 
     async def cog_load(self) -> None:
         """Register the persistent page buttons."""

@@ -16,6 +16,7 @@ from bot.cogs import render
 from bot.cogs.review import NO_PINGS, note_view
 from bot.engine import Post
 from bot.pipeline import Outcome
+from bot.storage.contract import Storage
 
 log = logging.getLogger("caveat.listeners")
 
@@ -30,7 +31,7 @@ class Listeners(commands.Cog):
 
     def __init__(self, bot):
         self.bot = bot
-        self.store = bot.store
+        self.store: Storage = bot.store
         self._retries: set[asyncio.Task] = set()
 
     async def cog_unload(self) -> None:

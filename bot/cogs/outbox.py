@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
+from typing import cast
 
 import discord
 from discord.ext import commands, tasks
@@ -18,6 +19,8 @@ from bot.cogs import render
 from bot.cogs.review import NO_PINGS, note_view
 from bot.storage import CaseNotFound
 from bot.storage.clock import iso, utcnow
+from bot.storage.contract import Storage
+from bot.storage.rows import ActionRow, CaseRow
 
 log = logging.getLogger("caveat.outbox")
 
@@ -27,7 +30,7 @@ class Outbox(commands.Cog):
 
     def __init__(self, bot):
         self.bot = bot
-        self.store = bot.store
+        self.store: Storage = bot.store
         self._lock = asyncio.Lock()
 
     async def cog_load(self) -> None:
@@ -83,7 +86,7 @@ class Outbox(commands.Cog):
                 results[row["id"]] = result
             return results
 
-    async def _run(self, row: dict) -> str:
+    async def _run(self, row: ActionRow) -> str:
         community, case_id = row["community_id"], row["case_id"]
         review = self.bot.get_cog("Review")
         if row["kind"] == "refresh_card":
@@ -91,14 +94,14 @@ class Outbox(commands.Cog):
             return "done"
         if row["kind"] == "alert":
             return "done" if await review.escalation_alert(community, case_id, row["actor"]) else "skipped: no channel"
-        case = await self.store.case(case_id, community=community)
+        case = await self.store.case(cast(int, case_id), community=community)  # CaseService names the case
         if row["kind"] == "post_note":
             return await self._post_note(row, case)
         if row["kind"] == "delete_post":
             return await self._delete_post(row, case)
         return f"skipped: unknown action {row['kind']}"
 
-    async def _post_note(self, row: dict, case: dict) -> str:
+    async def _post_note(self, row: ActionRow, case: CaseRow) -> str:
         """Post the note a moderator chose under the member's post; give the reservation back if Discord refuses."""
         detail, community = row["detail"], case["community_id"]
         note = self.bot.cases.proposed_note(case)
@@ -119,7 +122,7 @@ class Outbox(commands.Cog):
                                    post_id=case["post_id"], detail={"note_id": note.id, "message_id": str(msg.id)})
         return "done"
 
-    async def _release(self, row: dict, case: dict, reason: str) -> None:
+    async def _release(self, row: ActionRow, case: CaseRow, reason: str) -> None:
         async with self.store.transaction():
             await self.store.release_reply(case["post_id"], "note")
             if row["detail"].get("cooldown_id"):
@@ -127,7 +130,7 @@ class Outbox(commands.Cog):
             await self.store.audit(row["actor"], "note_failed", community=case["community_id"], case_id=case["id"],
                                    post_id=case["post_id"], detail={"reason": reason})
 
-    async def _delete_post(self, row: dict, case: dict) -> str:
+    async def _delete_post(self, row: ActionRow, case: CaseRow) -> str:
         """Delete the member's post with the reason in Discord's audit log."""
         code, mod = row["detail"].get("reason_code"), row["actor"]
         try:

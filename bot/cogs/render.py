@@ -1,10 +1,13 @@
 """Embeds built from Decisions, notes and case dicts: what members and moderators see (no I/O here)."""
 from __future__ import annotations
 
+from typing import cast
+
 import discord
 
 from bot.cases import proposed_note
 from bot.engine import Decision
+from bot.storage.rows import CaseRow
 from policies.loader import PolicySet
 from policies.schema import LABELS, Note
 
@@ -64,25 +67,26 @@ def rules_lines(rules: list[dict]) -> list[str]:
     return out
 
 
-def status_line(case: dict) -> str:
+def status_line(case: CaseRow) -> str:
     """Open, claimed by whom, or the outcome with reason code and moderator."""
     if case["status"] == "resolved":
         reason = f" · reason `{case['reason_code']}`" if case.get("reason_code") else ""
         who = case.get("resolved_by") or "?"
         by = f" by <@{who}>" if str(who).isdigit() else f" by {who}"
-        return f"**Resolved: {OUTCOME_TEXT.get(case['resolution'], case['resolution'])}**{reason}{by}"
+        resolution = cast(str, case["resolution"])  # set by every way a case is resolved
+        return f"**Resolved: {OUTCOME_TEXT.get(resolution, resolution)}**{reason}{by}"
     if case["status"] == "claimed":
         return f"Claimed by <@{case['claimed_by']}>"
     return "Open: waiting for a moderator"
 
 
-def case_embed(case: dict, policy: PolicySet, *, extra: str | None = None) -> discord.Embed:
+def case_embed(case: CaseRow, policy: PolicySet, *, extra: str | None = None) -> discord.Embed:
     """The moderators' case card: excerpt and jump link, author, labels, rules, proposed note, versions, status."""
     kind = {"shadow": "[shadow] ", "dispute": "[dispute] ", "replay": "[replayed] "}.get(case.get("kind") or "", "")
     urgent = "🚨 " if case.get("action") == "escalate" else ""
     title = f"{urgent}{kind}Case #{case['id']} · {case.get('label') or 'no label'} · {case.get('action')}"
-    if case.get("text"):
-        excerpt = "> " + clip(case["text"], 500).replace("\n", "\n> ")
+    if text := case.get("text"):
+        excerpt = "> " + clip(text, 500).replace("\n", "\n> ")
     else:
         excerpt = "*(post deleted or purged: text no longer stored)*"
     if case.get("url"):

@@ -14,6 +14,9 @@ from discord.ext import commands
 
 from bot.cases import CaseConflict, CaseNotFound, NotAllowed
 from bot.cogs import render
+from bot.storage.cases import check_actionable
+from bot.storage.contract import Storage
+from bot.storage.rows import CaseRow
 
 log = logging.getLogger("caveat.review")
 
@@ -135,7 +138,7 @@ class DisputeModal(discord.ui.Modal, title="Dispute this note"):
         await _review(interaction).dispute(interaction, self.decision_id, self.reason.value)
 
 
-def case_view(case: dict) -> discord.ui.View | None:
+def case_view(case: CaseRow) -> discord.ui.View | None:
     """The persistent buttons of an unresolved case (none once it is resolved); a claimed case offers Unclaim."""
     if case["status"] == "resolved":
         return None
@@ -160,7 +163,7 @@ class Review(commands.Cog):
 
     def __init__(self, bot):
         self.bot = bot
-        self.store = bot.store
+        self.store: Storage = bot.store
         self.cases = bot.cases
 
     async def cog_load(self) -> None:
@@ -172,7 +175,7 @@ class Review(commands.Cog):
         self.bot.remove_dynamic_items(CaseButton, ReasonSelect, FeedbackButton)
 
     # -- cards ---------------------------------------------------------------------------------
-    async def _dispute_text(self, case: dict) -> str | None:
+    async def _dispute_text(self, case: CaseRow) -> str | None:
         if case.get("kind") != "dispute":
             return None
         reason = await self.store.dispute_reason(case["decision_id"])
@@ -191,8 +194,8 @@ class Review(commands.Cog):
             await self.store.audit("caveat", "case_card_skipped", community=community, case_id=case_id,
                                    detail={"reason": "no moderators' channel set"})
             return
-        if case.get("card_message_id"):
-            await channel.get_partial_message(int(case["card_message_id"])).edit(embed=embed, view=view)
+        if card_id := case.get("card_message_id"):
+            await channel.get_partial_message(int(card_id)).edit(embed=embed, view=view)
             return
         content, mentions = None, NO_PINGS
         config = await self.bot.community_config(community)
@@ -212,11 +215,12 @@ class Review(commands.Cog):
         """Say on the alert where the crisis reply now stands (an edit pings nobody again)."""
         case = await self.store.case(case_id, community=community)
         channel = await self.bot.mod_channel(community)
-        if channel is None or not case.get("card_message_id"):
+        card_id = case.get("card_message_id")
+        if channel is None or not card_id:
             return
         config = await self.bot.community_config(community)
         ping, _ = role_ping(config.oncall_role_id)
-        await channel.get_partial_message(int(case["card_message_id"])).edit(
+        await channel.get_partial_message(int(card_id)).edit(
             content=alert_text(case_id, status, ping, error), allowed_mentions=NO_PINGS)
         await self.store.audit("caveat", "alert_updated", community=community, case_id=case_id,
                                detail={"crisis_reply": status, "error": error})
@@ -237,7 +241,7 @@ class Review(commands.Cog):
                                case_id=case_id, detail={"pinged_role": bool(config.oncall_role_id)})
         return True
 
-    async def _show(self, interaction: discord.Interaction, case: dict, message: str) -> None:
+    async def _show(self, interaction: discord.Interaction, case: CaseRow, message: str) -> None:
         """Answer the click: update the clicked card in place, else say what happened privately."""
         card_id = case.get("card_message_id")
         if interaction.message is not None and card_id and interaction.message.id == int(card_id) \
@@ -269,7 +273,7 @@ class Review(commands.Cog):
         try:
             if verb in ("dismiss", "remove"):
                 case = await self.cases.case(community, case_id)
-                self.store._check_actionable(case, mod)
+                check_actionable(case, mod)
                 view = discord.ui.View(timeout=None)
                 view.add_item(ReasonSelect(case_id, verb, self.bot.policy.community.reason_codes))
                 await interaction.response.send_message(f"Choose a reason to {verb} case #{case_id}.", view=view,

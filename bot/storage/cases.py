@@ -110,8 +110,6 @@ class CasesMixin(StoreBase):
                                      (community,))
         return await self._count(f"SELECT COUNT(*) AS n FROM cases WHERE {where} AND status = ?", (community, status))
 
-    _check_actionable = staticmethod(check_actionable)  # the name callers outside storage still use
-
     async def claim(self, case_id: int, moderator: str, *, community: str, now: datetime | None = None) -> CaseRow:
         """Lock a case to `moderator`; refused (CaseConflict) if another moderator holds it or it is resolved."""
         async with self.transaction():

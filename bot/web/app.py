@@ -14,6 +14,7 @@ from bot import metrics
 from bot.pipeline import Pipeline
 from bot.policy_sync import PolicySync
 from bot.storage import Store, default_db_path
+from bot.storage.contract import Storage
 from bot.storage.postgres import redact_url
 from bot.web import auth, cases, reports, sandbox, settings, thresholds
 from bot.web.keys import AUTH, PIPELINE, POLICY_DIR, POLICY_SYNC, STORE
@@ -55,7 +56,7 @@ async def _root(request: web.Request) -> web.Response:
     raise web.HTTPFound("/queue")
 
 
-def build_app(store: Store, pipeline: Pipeline, policy_dir: str, *, secure_cookies: bool = False,
+def build_app(store: Storage, pipeline: Pipeline, policy_dir: str, *, secure_cookies: bool = False,
               policy_sync=None) -> web.Application:
     """The aiohttp application with every page; services are injected, nothing global."""
     app = web.Application(middlewares=[auth.security_middleware], client_max_size=256 * 1024)

@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
-from bot.storage import Store
+from bot.storage.contract import Storage
 from bot.web.keys import AUTH, SESSION
 
 COOKIE = "caveat_session"
@@ -112,7 +112,7 @@ class LoginThrottle:
         return len(q)
 
 
-async def ensure_token(store: Store, *, renew: bool = False) -> str | None:
+async def ensure_token(store: Storage, *, renew: bool = False) -> str | None:
     """Create the moderator token on first start (or when renewing); returns it once, else None."""
     if not renew and await store.get_setting("web", "token_sha256"):
         return None
@@ -143,7 +143,7 @@ class Session:
 class Auth:
     """Checks the operator token and the server-side sessions (logout and revocation end them at once)."""
 
-    def __init__(self, store: Store, *, secure_cookies: bool = False, throttle: LoginThrottle | None = None):
+    def __init__(self, store: Storage, *, secure_cookies: bool = False, throttle: LoginThrottle | None = None):
         self.store = store
         self.secure_cookies = secure_cookies
         self.throttle = throttle or LoginThrottle()

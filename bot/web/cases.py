@@ -2,9 +2,12 @@
 the dashboard shows one community at a time (the session's)."""
 from __future__ import annotations
 
+from typing import cast
+
 from aiohttp import web
 
 from bot.cases import CaseConflict, CaseNotFound, CaseService
+from bot.storage.contract import Storage
 from bot.web import queries
 from bot.web.keys import PIPELINE, SESSION, STORE
 from bot.web.reports import MAX_OFFSET, whole_number
@@ -41,10 +44,10 @@ async def queue_page(request: web.Request) -> web.Response:
     channel = q.get("channel") or None
     replayed = q.get("replayed") == "1"
     offset = whole_number(q.get("offset"), "offset", maximum=MAX_OFFSET, default=0)
-    rows = await store.cases(community=community, status=None if status == "all" else status, label=label,
-                             channel_id=channel, sort=sort, limit=PAGE + 1, offset=offset, include_replayed=replayed)
-    for row in rows:
-        row["rules_fired"] = [h["rule"] for h in _active_rules(row["detail"])]
+    rows = [{**row, "rules_fired": [h["rule"] for h in _active_rules(row["detail"])]}
+            for row in await store.cases(community=community, status=None if status == "all" else status,
+                                         label=label, channel_id=channel, sort=sort, limit=PAGE + 1, offset=offset,
+                                         include_replayed=replayed)]
     filters = {"status": status, "label": label or "", "sort": sort, "channel": channel or "",
                "replayed": "1" if replayed else ""}
     replay_open = len(await store.cases(community=community, kind="replay", limit=1))
@@ -90,15 +93,16 @@ async def case_page(request: web.Request) -> web.Response:
     return await render(request, "case.html", error=None, done=request.query.get("done"), **ctx)
 
 
-async def run_sandbox_actions(store) -> None:
+async def run_sandbox_actions(store: Storage) -> None:
     """Carry out what moderators decided for sandbox posts: the dashboard is the sandbox's platform."""
     for row in await store.take_actions(queries.SANDBOX):
+        post_id = cast(int, row["post_id"])  # CaseService names the post of every note and removal
         if row["kind"] == "post_note":
-            await store.set_reply_message(row["post_id"], "note", f"sandbox-{row['post_id']}-note")
+            await store.set_reply_message(post_id, "note", f"sandbox-{post_id}-note")
             await store.audit(row["actor"], "note_sent", community=row["community_id"], case_id=row["case_id"],
-                              post_id=row["post_id"], detail={"note_id": row["detail"].get("note_id")})
+                              post_id=post_id, detail={"note_id": row["detail"].get("note_id")})
         elif row["kind"] == "delete_post":
-            post = await store.post(row["post_id"], community=row["community_id"])
+            post = await store.post(post_id, community=row["community_id"])
             if post is not None:
                 await store.delete_post(queries.SANDBOX, post["message_id"], actor=row["actor"])
         await store.finish_action(row["id"], "done")

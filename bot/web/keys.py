@@ -1,11 +1,14 @@
 """Typed keys for the services kept on the aiohttp application."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-STORE: web.AppKey[Any] = web.AppKey("store")
+if TYPE_CHECKING:
+    from bot.storage.contract import Storage
+
+STORE: web.AppKey[Storage] = web.AppKey("store")
 PIPELINE: web.AppKey[Any] = web.AppKey("pipeline")
 AUTH: web.AppKey[Any] = web.AppKey("auth")
 POLICY_DIR: web.AppKey[str] = web.AppKey("policy_dir", str)

@@ -1,6 +1,9 @@
 """Server-side rendering: the Jinja environment, page context, and helpers for spans, notes and excerpts."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
@@ -52,7 +55,7 @@ def note_of(policy: PolicySet, detail: dict) -> Note | None:
     return _note(policy, detail.get("note_id"))
 
 
-def proposed_note(policy: PolicySet, case: dict) -> Note | None:
+def proposed_note(policy: PolicySet, case: Mapping[str, Any]) -> Note | None:
     """The note to offer a moderator: the one chooser shared with Discord (bot.cases.proposed_note)."""
     return _proposed_note(policy, case)
 

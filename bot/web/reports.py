@@ -5,6 +5,7 @@ import csv
 import io
 import json
 from datetime import date, timedelta
+from typing import overload
 
 from aiohttp import web
 
@@ -21,6 +22,14 @@ NOISY_MIN_JUDGED = 2
 
 MAX_OFFSET = 10**9
 MAX_CASE_ID = 2**63 - 1   # SQLite's largest integer: a bigger one would not even reach the query
+
+
+@overload
+def whole_number(raw: str | None, name: str, *, maximum: int, default: int) -> int: ...
+
+
+@overload
+def whole_number(raw: str | None, name: str, *, maximum: int, default: None = None) -> int | None: ...
 
 
 def whole_number(raw: str | None, name: str, *, maximum: int, default: int | None = None) -> int | None:
