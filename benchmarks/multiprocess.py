@@ -49,8 +49,10 @@ def make_posts(n: int) -> list[tuple]:
     return [(f"m{i}", f"g{i % 12}", f"c{i % 3}", f"u{i % 40}", TEXTS[i % len(TEXTS)]) for i in range(n)]
 
 
-async def _worker(target, posts, concurrency: int) -> list[float]:
+async def _worker(target, posts, concurrency: int, global_lock: bool) -> list[float]:
     from bot.engine import Post
+    from bot.storage.postgres import PostgresStore
+    PostgresStore.community_locks = not global_lock
     from bot.pipeline import Pipeline
     from bot.storage import Store
     from policies.loader import load_policy
@@ -76,11 +78,11 @@ async def _worker(target, posts, concurrency: int) -> list[float]:
     return latencies
 
 
-def worker(target, posts, concurrency, start_at, out):
+def worker(target, posts, concurrency, start_at, out, global_lock=False):
     while time.time() < start_at:
         time.sleep(0.005)
     began = time.time()
-    lat = asyncio.run(_worker(target, posts, concurrency))
+    lat = asyncio.run(_worker(target, posts, concurrency, global_lock))
     out.put((began, time.time(), lat))
 
 
@@ -109,12 +111,13 @@ async def verify(target, n: int) -> str:
             + ("" if ok else "  <-- WRONG"))
 
 
-def run_once(target, n_proc: int, posts: list, concurrency: int) -> tuple[float, float, float, str]:
+def run_once(target, n_proc: int, posts: list, concurrency: int,
+             global_lock: bool = False) -> tuple[float, float, float, str]:
     asyncio.run(prepare(target, 12))
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     start_at = time.time() + 3.0  # every process imported and ready before the clock starts
-    procs = [ctx.Process(target=worker, args=(target, posts[i::n_proc], concurrency, start_at, out))
+    procs = [ctx.Process(target=worker, args=(target, posts[i::n_proc], concurrency, start_at, out, global_lock))
              for i in range(n_proc)]
     for p in procs:
         p.start()
@@ -135,6 +138,9 @@ def main() -> int:
     ap.add_argument("--posts", type=int, default=600)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--pg-url", help="an existing PostgreSQL server (default: a throwaway cluster)")
+    ap.add_argument("--compare-global-lock", action="store_true",
+                    help="on PostgreSQL, also run with one exclusive write lock for every transaction (as before"
+                         " per-community locks)")
     args = ap.parse_args()
     os.environ.setdefault("CAVEAT_CACHE_DIR", tempfile.mkdtemp(prefix="caveat-bench-cache-"))
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -155,9 +161,14 @@ def main() -> int:
                     target = cluster.new_url()
                 else:
                     target = str(Path(tempfile.mkdtemp(prefix="caveat-bench-")) / "caveat.db")
-                rate, p50, p99, check = run_once(target, n, posts, args.concurrency)
-                print(f"{backend:10s} {n} process{'es' if n > 1 else '  '}: {rate:6.1f} posts/s,"
-                      f" p50 {p50 * 1000:6.1f} ms, p99 {p99 * 1000:6.1f} ms; {check}", flush=True)
+                variants = [False, True] if backend == "postgresql" and args.compare_global_lock else [False]
+                for global_lock in variants:
+                    if global_lock:
+                        target = cluster.new_url()
+                    rate, p50, p99, check = run_once(target, n, posts, args.concurrency, global_lock)
+                    name = backend + (" (one lock)" if global_lock else "")
+                    print(f"{name:21s} {n} process{'es' if n > 1 else '  '}: {rate:6.1f} posts/s,"
+                          f" p50 {p50 * 1000:6.1f} ms, p99 {p99 * 1000:6.1f} ms; {check}", flush=True)
     finally:
         if cluster is not None:
             cluster.stop()

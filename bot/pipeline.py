@@ -162,7 +162,7 @@ class Pipeline:
                 return Outcome(stored["id"], existing["id"], None, duplicate=True, community_id=post.community_id)
         post, shadow = await self._prepare(post, parents, shadow if not replayed else True)
         decision = await self.decide(post, scores)
-        async with self.store.transaction():
+        async with self.store.transaction(community=post.community_id):  # other communities run alongside
             post_id, new = await self.store.upsert_post(post, now=now)
             if not new:
                 existing = await self.store.latest_decision(post_id)
@@ -185,7 +185,7 @@ class Pipeline:
             return None
         post, shadow = await self._prepare(post, parents, None)
         decision = await self.decide(post)
-        async with self.store.transaction():
+        async with self.store.transaction(community=post.community_id):
             await self.store.edit_post(stored["id"], post.text, now=now)
             outcome = await self._record(post, stored["id"], decision, shadow=shadow, now=now, edited=True)
             if self.instance is not None:
@@ -261,7 +261,7 @@ class Pipeline:
         """The adapter posted the reply: remember its id (the cooldown was reserved with it)."""
         if outcome.reply is None:  # no reply was reserved for this post
             return
-        async with self.store.transaction():
+        async with self.store.transaction(community=post.community_id):
             await self.store.set_reply_message(outcome.post_id, outcome.reply, message_id)
             await self.store.audit("caveat", f"{outcome.reply}_sent", community=post.community_id,
                                    post_id=outcome.post_id, decision_id=outcome.decision_id,
@@ -271,7 +271,7 @@ class Pipeline:
         """Posting the reply failed: release the reply and its cooldown so a retry can send it; audit why."""
         if outcome.reply is None:  # no reply was reserved for this post
             return
-        async with self.store.transaction():
+        async with self.store.transaction(community=outcome.community_id or None):
             await self.store.release_reply(outcome.post_id, outcome.reply)
             if outcome.cooldown_id is not None:
                 await self.store.release_note(outcome.cooldown_id)

@@ -40,8 +40,9 @@ class StoreBase:
     conn: Any  # SQLite only: the one aiosqlite connection
     _lock: asyncio.Lock  # SQLite only: one transaction at a time on that connection
 
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
-        """One atomic unit of work; nested use by the same task joins the outer one."""
+    def transaction(self, *, community: str | None = None) -> AbstractAsyncContextManager[Any]:
+        """One atomic unit of work; nested use by the same task joins the outer one. `community`: every write in it
+        belongs to that community (PostgreSQL then lets other communities' transactions run at the same time)."""
         raise NotImplementedError
 
     def _in_transaction(self) -> bool:

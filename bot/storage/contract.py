@@ -29,8 +29,9 @@ __all__ = ["Audit", "Cases", "DashboardQueries", "Health", "Outbox", "Policies",
 class Transactional(Protocol):
     """Explicit transactions, shared by every aggregate."""
 
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
-        """One atomic unit of work: commit at the end, roll back on any error; nested use joins the outer one."""
+    def transaction(self, *, community: str | None = None) -> AbstractAsyncContextManager[Any]:
+        """One atomic unit of work: commit at the end, roll back on any error; nested use joins the outer one.
+        `community`: every write in it belongs to that one community (see PostgresStore.transaction)."""
         ...
 
 

@@ -6,11 +6,12 @@ common subset of both dialects, with `?` placeholders. This module translates it
 IGNORE` to `ON CONFLICT DO NOTHING`; `RETURNING id` for the new row's id) and keeps SQLite's write semantics
 across processes:
 
-- Every write transaction first takes one transaction-scoped advisory lock per schema
-  (`pg_advisory_xact_lock`), so write transactions run one at a time across all processes, as SQLite's
-  `BEGIN IMMEDIATE` makes them. The checks the pipeline makes inside its transaction (is this post already
-  decided? may a note go out, or is this member's cooldown running? is this case already claimed?) therefore
-  see every write committed before, in whatever process it was made. Reads outside transactions take no lock.
+- Every write transaction first takes transaction-scoped advisory locks (`pg_advisory_xact_lock`): a post's
+  transaction (all its writes belong to one community) the schema's lock shared and its community's lock
+  exclusively; any other write transaction the schema's lock exclusively. So the writes a transaction's checks
+  depend on (is this post already decided? may a note go out, or is this member's cooldown running? is this case
+  already claimed?) are made one at a time across all processes, as SQLite's `BEGIN IMMEDIATE` makes every write,
+  while different communities' posts are stored in parallel. Reads outside transactions take no lock.
 - Each task's transaction runs on its own pooled connection; several tasks of one process wait for the lock
   in PostgreSQL, not in process memory.
 - A lock wait longer than `busy_budget_s` raises `DatabaseBusy`, like a SQLite database locked for too long.
@@ -106,6 +107,9 @@ class PostgresStore(Store):
     dialect = "postgresql"
     #: Connections per process: one per concurrent transaction or read.
     pool_max = 10
+    #: A transaction of one community locks only that community (False: every write transaction is exclusive, as on
+    #: SQLite; `benchmarks/multiprocess.py --global-lock` compares the two).
+    community_locks = True
 
     def __init__(self, pool, url: str):  # noqa: D107 - no SQLite connection here
         self.pool = pool
@@ -165,9 +169,13 @@ class PostgresStore(Store):
                 await conn.execute("SELECT pg_advisory_unlock(hashtext('caveat.migrate.' || current_schema()))")
 
     @contextlib.asynccontextmanager
-    async def transaction(self):
+    async def transaction(self, *, community: str | None = None):
         """One atomic unit of work on this task's own connection, after the schema's write lock.
 
+        The lock: exclusive for a transaction that may write anything; for one whose writes all belong to one
+        `community` (a post with its decision, case, reply and cooldown), shared, plus that community's own
+        exclusive lock. Transactions of different communities then run at the same time, while everything a
+        community's transaction checks (its cooldowns, its cases) is still written by one transaction at a time.
         Nested use by the same task joins the outer transaction. Commit on success, rollback on any error or
         cancellation. A lock wait past `busy_budget_s` raises `DatabaseBusy` with nothing written.
         """
@@ -183,8 +191,13 @@ class PostgresStore(Store):
             try:
                 async with conn.transaction():
                     try:
-                        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('caveat.write.' ||"
-                                           " current_schema()))")
+                        if community is None or not self.community_locks:
+                            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('caveat.write.' ||"
+                                               " current_schema()))")
+                        else:  # shared first, then the community's: the same order everywhere, no deadlock
+                            await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext('caveat.write.' ||"
+                                               " current_schema())), pg_advisory_xact_lock(hashtext("
+                                               "'caveat.write.' || current_schema() || '/' || $1))", community)
                     except asyncpg.LockNotAvailableError as exc:
                         raise DatabaseBusy(f"database is locked: another process held Caveat's write lock for"
                                            f" more than {self.busy_budget_s:g} s; nothing was written") from exc

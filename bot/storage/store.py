@@ -96,8 +96,9 @@ class Store(CasesMixin, OutboxMixin, SessionsMixin, PrivacyMixin, StatsMixin, Da
     _yield_until: tuple[asyncio.Task | None, float] = (None, 0.0)
 
     @contextlib.asynccontextmanager
-    async def transaction(self):
-        """One atomic unit of work: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error.
+    async def transaction(self, *, community: str | None = None):
+        """One atomic unit of work: BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error. SQLite has one writer at a
+        time whatever `community` says.
 
         Nested use by the same task joins the outer transaction. Other tasks wait for the lock, so their
         writes never land inside someone else's transaction on the shared connection. A BEGIN (or COMMIT) that

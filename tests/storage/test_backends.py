@@ -149,3 +149,33 @@ async def test_the_sandbox_feed_reads_a_whole_page_in_a_fixed_number_of_queries(
         assert (row["case"] or {}).get("id") == out.case_id
         assert row["withheld"] == out.note_blocked   # e.g. the member's cooldown for a second risky post
     assert any(row["withheld"] for row in feed) and any(row["case"] for row in feed)
+
+
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="CAVEAT_TEST_BACKENDS excludes postgresql")
+async def test_on_postgresql_one_servers_post_never_holds_up_anothers(pg_cluster):
+    url = pg_cluster.new_url()
+    a, b = await Store.open(url), await Store.open(url)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold():
+        async with a.transaction(community="g1"):
+            entered.set()
+            await release.wait()
+
+    async def enter(store, community):
+        async with store.transaction(community=community):
+            await store._exec("INSERT INTO settings (scope, key, value) VALUES (?,?,?)",
+                              (f"community:{community}", "probe", "1"))
+    holder = asyncio.create_task(hold())
+    try:
+        await entered.wait()
+        await asyncio.wait_for(enter(b, "g2"), 5)        # another server: at once
+        same, everything = asyncio.create_task(enter(b, "g1")), asyncio.create_task(enter(b, None))
+        await asyncio.sleep(0.3)
+        assert not same.done() and not everything.done()  # the same server, and a write of anything, wait
+        release.set()
+        await asyncio.wait_for(asyncio.gather(holder, same, everything), 5)
+    finally:
+        release.set()
+        await a.close()
+        await b.close()
