@@ -33,6 +33,7 @@ class Listeners(commands.Cog):
         self.bot = bot
         self.store: Storage = bot.store
         self._retries: set[asyncio.Task] = set()
+        self._retrying: set[int] = set()   # posts whose crisis reply is being retried in the background
 
     async def cog_unload(self) -> None:
         """Stop background crisis-reply retries (a restart re-reads nothing of them: the audit log has them)."""
@@ -98,6 +99,7 @@ class Listeners(commands.Cog):
                 outcome = await self.bot.pipeline.handle(post, parents=self.parents(message.channel))
                 if not outcome.duplicate:
                     await self._act(message, post, outcome)
+                    await self._done(outcome.post_id)
         finally:
             self.bot.dispatch("caveat_post_handled", message.id, outcome)
 
@@ -118,6 +120,7 @@ class Listeners(commands.Cog):
                 outcome = await self.bot.pipeline.handle_edit(post, parents=self.parents(message.channel))
                 if outcome is not None and not outcome.duplicate:
                     await self._act(message, post, outcome)
+                    await self._done(outcome.post_id)
         finally:
             self.bot.dispatch("caveat_post_handled", message.id, outcome)
 
@@ -188,9 +191,16 @@ class Listeners(commands.Cog):
             await self._alert_status(post, outcome, "failed", error)
         else:
             await self._alert_status(post, outcome, "retrying", error)
+            self._retrying.add(outcome.post_id)
             task = asyncio.create_task(self._retry_resources(message, post, outcome, embed, error))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
+
+    async def _done(self, post_id: int) -> None:
+        """This process is through with the post (unless its crisis reply is still being retried): were it to die
+        now, nobody needs to take the post over."""
+        if post_id not in self._retrying:
+            await self.store.release_post(post_id, self.bot.instance)
 
     async def finish(self, row: dict) -> None:
         """Post what a dead process reserved for a post of this process's servers and never posted: the crisis
@@ -211,11 +221,14 @@ class Listeners(commands.Cog):
             crisis = policy.community.crisis_resources
             embed = render.resources_embed(crisis.get(config.locale, crisis[policy.community.default_locale]))
             await self._crisis(message, post, replace(outcome, reply="resources"), embed, card=row["card_missing"])
+            await self._done(post_id)
             return
         if "note" in row["replies"]:
             noted = replace(outcome, reply="note")
             note = policy.note(decision["note_id"]) if decision["note_id"] else None
-            if note is None or message is None:
+            if decision["note_id"] is None:
+                log.warning("post %s: a note is reserved but its decision names none; left alone", post_id)
+            elif note is None or message is None:
                 await self.bot.pipeline.reply_failed(noted, "the note was withdrawn" if message else "channel gone")
             else:
                 await self._reply(message, post, noted, embed=render.note_embed(note), view=note_view(decision["id"]))
@@ -225,6 +238,7 @@ class Listeners(commands.Cog):
             if escalate:
                 status = "delivered" if (await self.store.replies(post_id)).get("resources") else "not_sent"
             await self._card(post, outcome, alert=escalate, status=status)
+        await self._done(post_id)
 
     async def _card(self, post: Post, outcome, *, alert: bool, status: str | None) -> None:
         """Post the case card; the case is stored either way, and a failed card must not hide the failure."""
@@ -263,15 +277,20 @@ class Listeners(commands.Cog):
 
     async def _retry_resources(self, message, post: Post, outcome, embed, error: str) -> None:
         """Keep trying the crisis reply in the background; the alert follows each outcome."""
-        for delay in self.bot.crisis_retry_delays:
-            await asyncio.sleep(delay)
-            failure = await self._send_resources(message, post, outcome, embed)
-            if failure is None:
-                await self._alert_status(post, outcome, "delivered")
-                return
-            error = failure
-        await self.bot.pipeline.reply_failed(outcome, error)
-        await self._alert_status(post, outcome, "failed", error)
+        try:
+            for delay in self.bot.crisis_retry_delays:
+                await asyncio.sleep(delay)
+                failure = await self._send_resources(message, post, outcome, embed)
+                if failure is None:
+                    await self._alert_status(post, outcome, "delivered")
+                    break
+                error = failure
+            else:
+                await self.bot.pipeline.reply_failed(outcome, error)
+                await self._alert_status(post, outcome, "failed", error)
+        finally:  # cancelled at shutdown: the post stays this process's, and is taken over once it is gone
+            self._retrying.discard(outcome.post_id)
+        await self._done(outcome.post_id)
 
     async def _reply(self, message: discord.Message, post: Post, outcome, **kwargs) -> bool:
         """Post the reserved reply; True when Discord accepted it."""

@@ -16,6 +16,7 @@ import discord
 from discord.ext import commands, tasks
 
 from bot.cogs import render
+from bot.cogs.listeners import reply_nonce
 from bot.cogs.review import NO_PINGS, note_view
 from bot.storage import CaseNotFound
 from bot.storage.clock import iso, utcnow
@@ -112,7 +113,8 @@ class Outbox(commands.Cog):
         target = self.bot.get_partial_messageable(int(case["channel_id"])).get_partial_message(int(case["message_id"]))
         try:
             msg = await target.reply(embed=render.note_embed(note), view=note_view(case["decision_id"]),
-                                     allowed_mentions=NO_PINGS, mention_author=False)
+                                     allowed_mentions=NO_PINGS, mention_author=False,
+                                     nonce=reply_nonce(case["post_id"], "note"))
         except discord.HTTPException as exc:
             await self._release(row, case, f"HTTP {exc.status}")
             raise
@@ -156,6 +158,7 @@ class Outbox(commands.Cog):
         now = utcnow()
         await self.store.heartbeat(self.bot.instance, now=now)
         dead_before = now - timedelta(seconds=self.bot.takeover_after_seconds)
+        await self.store.forget_dead_instances(dead_before=now - timedelta(days=1))
         listeners = self.bot.get_cog("Listeners")
         for row in await self.store.orphaned_posts(me=self.bot.instance, dead_before=dead_before,
                                                    communities=self._communities()):

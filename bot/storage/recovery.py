@@ -20,18 +20,26 @@ class RecoveryMixin(StoreBase):
 
     async def retire_instance(self, instance: str) -> None:
         """This process stops: its unfinished posts may be taken over at once."""
-        await self._write("DELETE FROM instances WHERE id=?", (instance,))
+        await self._write("UPDATE instances SET heartbeat_at='' WHERE id=?", (instance,))
 
     async def set_handler(self, post_id: int, instance: str) -> None:
         """`instance` acts on this post now (call inside the post's transaction)."""
         await self._write("UPDATE posts SET handled_by=? WHERE id=?", (instance, post_id))
 
+    async def release_post(self, post_id: int, instance: str) -> None:
+        """`instance` is done with this post (posted, or gave up with the reason recorded): nobody takes it over."""
+        await self._write("UPDATE posts SET handled_by=NULL WHERE id=? AND handled_by=?", (post_id, instance))
+
     async def orphaned_posts(self, *, me: str, dead_before: datetime, communities: Collection[str] | None = None,
                              limit: int = 20) -> list[dict]:
-        """Posts whose process died (no heartbeat since `dead_before`) with a reply reserved and never posted, or
-        an open case whose card never went out; each with `replies` (the pending kinds) and `case_id`."""
-        where = ("p.handled_by IS NOT NULL AND p.handled_by != ? AND p.deleted_at IS NULL AND p.purged_at IS NULL"
-                 " AND (i.heartbeat_at IS NULL OR i.heartbeat_at < ?)"
+        """Posts of processes that died (no heartbeat since `dead_before`) with a reply reserved and never posted,
+        or an open case whose card never went out; each with `replies` (the pending kinds) and `case_id`.
+
+        A reservation with a platform action still pending (a note a moderator sent, a card refresh) is the
+        outbox's to carry out, not a takeover's. Processes release each post once done with it, so only the posts
+        a process was in the middle of are looked at (through the index on posts.handled_by)."""
+        where = ("i.id != ? AND i.heartbeat_at < ? AND p.deleted_at IS NULL AND p.purged_at IS NULL"
+                 " AND NOT EXISTS (SELECT 1 FROM platform_actions a WHERE a.post_id = p.id AND a.done_at IS NULL)"
                  " AND (EXISTS (SELECT 1 FROM replies r WHERE r.post_id = p.id AND r.message_id IS NULL)"
                  "      OR EXISTS (SELECT 1 FROM cases c WHERE c.post_id = p.id AND c.kind = 'flag'"
                  "                 AND c.status != 'resolved' AND c.card_message_id IS NULL))")
@@ -43,7 +51,7 @@ class RecoveryMixin(StoreBase):
             args += tuple(communities)
         rows = [dict(r) for r in await self._all(
             "SELECT p.id AS post_id, p.community_id, p.channel_id, p.message_id, p.author_id, p.handled_by"
-            " FROM posts p LEFT JOIN instances i ON i.id = p.handled_by"
+            " FROM instances i JOIN posts p ON p.handled_by = i.id"
             f" WHERE {where} ORDER BY p.id LIMIT ?", args + (limit,))]
         for row in rows:
             row["replies"] = [r["kind"] for r in await self._all(
@@ -53,6 +61,12 @@ class RecoveryMixin(StoreBase):
             row["case_id"] = case["id"] if case else None
             row["card_missing"] = case is not None and case["card_message_id"] is None
         return rows
+
+    async def forget_dead_instances(self, *, dead_before: datetime) -> int:
+        """Drop the records of processes silent since `dead_before` that hold no post any more."""
+        cur = await self._write("DELETE FROM instances WHERE heartbeat_at < ? AND NOT EXISTS"
+                                " (SELECT 1 FROM posts p WHERE p.handled_by = instances.id)", (iso(dead_before),))
+        return cur.rowcount
 
     async def take_over(self, post_id: int, *, dead: str, me: str) -> bool:
         """Move a dead process's post to this one; False when another process took it first."""

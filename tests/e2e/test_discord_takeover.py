@@ -16,6 +16,13 @@ def bot_messages(fake, channel):
     return [m for m in fake.bot_messages(channel)]
 
 
+def never_done(harness, monkeypatch) -> None:
+    """The process dies before it can mark the post done."""
+    async def not_done(post_id):
+        return None
+    monkeypatch.setattr(harness.bot.get_cog("Listeners"), "_done", not_done)
+
+
 async def die_silently(harness, monkeypatch) -> None:
     """The process stops without a word: no clean retirement, so its heartbeat just goes stale."""
     async def no_retire(instance):
@@ -43,6 +50,7 @@ async def test_a_crisis_reply_reserved_by_a_process_that_died_is_posted_by_anoth
     async def killed_before_posting(message, post, outcome):
         return None   # the decision is stored; the process dies before it posts anything
     monkeypatch.setattr(harness.bot.get_cog("Listeners"), "_act", killed_before_posting)
+    never_done(harness, monkeypatch)
     msg, outcome = await harness.post(CRISIS)
     assert outcome.reply == "resources" and not bot_messages(fake, fake.general)
     await die_silently(harness, monkeypatch)
@@ -68,6 +76,7 @@ async def test_a_note_posted_but_not_recorded_by_a_dead_process_is_not_posted_tw
         return None   # Discord made the message; the process died before storing its id
     real_reply_sent = Pipeline.reply_sent
     monkeypatch.setattr(Pipeline, "reply_sent", died_after_discord_answered)
+    never_done(harness, monkeypatch)
     _, outcome = await harness.post(RISKY)
     assert outcome.reply == "note" and len(bot_messages(fake, fake.general)) == 1
     await die_silently(harness, monkeypatch)
@@ -123,3 +132,36 @@ async def test_a_stopping_bot_finishes_the_posts_it_is_handling_before_closing_s
         assert (await reopened.replies(stored["id"]))["resources"] == reply["id"]
     finally:
         await reopened.close()
+
+
+async def test_a_note_a_moderator_sent_while_no_bot_ran_is_posted_once_and_removed_with_the_post(harness, fake,
+                                                                                                  policy):
+    """The outbox posts it; a takeover of the stopped process's post must not post it again, nor drop its record."""
+    from bot.cases import CaseService
+    from bot.storage import Store
+    msg, outcome = await harness.post("I am going to stop my meds cold turkey")
+    assert outcome.case_id and outcome.reply is None
+    database = harness.db_path
+    await harness.stop()                               # a clean stop: its posts may be taken over at once
+    dashboard = await Store.open(database)             # the dashboard, while no bot runs
+    await CaseService(dashboard, lambda: policy).send_note(fake.guild_id, outcome.case_id, "alice")
+    await dashboard.close()
+    await harness.start()                              # the outbox poll and the takeover sweep both run
+    await wait_until(lambda: bool(bot_messages(fake, fake.general)))
+    await asyncio.sleep(0.5)
+    [note] = bot_messages(fake, fake.general)
+    for _ in range(50):
+        if (await harness.store.replies(outcome.post_id)).get("note") == note["id"]:
+            break
+        await asyncio.sleep(0.05)
+    assert (await harness.store.replies(outcome.post_id))["note"] == note["id"]
+    await harness.delete(msg)                          # the member deletes the post: Caveat's note goes too
+    assert not bot_messages(fake, fake.general)
+
+
+async def test_a_post_the_bot_has_finished_with_is_nobodys_to_take_over(harness, fake):
+    _, outcome = await harness.post(RISKY)
+    assert outcome.reply == "note"
+    assert (await harness.store.post(outcome.post_id, community=fake.guild_id))["handled_by"] is None
+    await harness.store.retire_instance(harness.bot.instance)   # even if this process is gone now
+    assert await harness.store.orphaned_posts(me="another", dead_before=outcome_time_ago(0)) == []
