@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,9 @@ from bot.storage.contract import Policies
 from policies.loader import PolicyError, PolicyIssue, PolicySet, load_policy
 
 log = logging.getLogger("caveat.policy")
+
+#: What `load_policy` names a version: "pol-" and 12 hex digits of the files' hash.
+VERSION = re.compile(r"pol-[0-9a-f]{6,64}")
 
 
 def policy_files(policy: PolicySet) -> dict[str, str]:
@@ -43,6 +47,7 @@ class PolicySync:
         self._changed = asyncio.Event()
         self._stop_listening: Callable[[], Awaitable[None]] | None = None
         self._seen: int | None = None
+        self._lock = asyncio.Lock()  # one check or publish at a time: an older publication never lands over a newer
 
     async def start(self, *, actor: str = "startup") -> str:
         """At process start: publish our policy if none is active yet, else follow the active one.
@@ -66,30 +71,39 @@ class PolicySync:
     async def publish(self, policy: PolicySet, *, actor: str) -> None:
         """Put `policy` in force for every process (this one included)."""
         files = await asyncio.to_thread(policy_files, policy)
-        self._seen = await self.store.publish_policy(policy.version, files, actor=actor)
+        async with self._lock:
+            self._seen = await self.store.publish_policy(policy.version, files, actor=actor)
         log.info("policy %s published by %s", policy.version, actor)
 
     async def check(self) -> bool:
-        """Follow the active policy if it is not ours; True when the policy in force here changed."""
-        active = await self.store.active_policy()
-        if active is None or active["id"] == self._seen:
-            return False
-        self._seen = active["id"]
-        if active["version"] == self.current().version:
-            return False
-        files = await self.store.policy_files(active["version"])
-        try:
-            policy = await asyncio.to_thread(self._materialize, active["version"], files or {})
-        except PolicyError as exc:
-            log.error("policy %s published by %s does not load here (%d problems); keeping %s",
-                      active["version"], active["actor"], len(exc.issues), self.current().version)
-            return False
-        old = self.current().version
-        self.apply(policy)
+        """Follow the active policy if it is not ours; True when the policy in force here changed.
+
+        A publication that cannot load here (invalid files, a malformed version) is refused once and remembered;
+        a failure to read it (the database hiccuped) is retried at the next check."""
+        async with self._lock:
+            active = await self.store.active_policy()
+            if active is None or active["id"] == self._seen:
+                return False
+            if active["version"] == self.current().version:
+                self._seen = active["id"]
+                return False
+            files = await self.store.policy_files(active["version"])
+            try:
+                policy = await asyncio.to_thread(self._materialize, active["version"], files or {})
+            except PolicyError as exc:
+                self._seen = active["id"]
+                log.error("policy %s published by %s does not load here (%d problems); keeping %s",
+                          active["version"][:40], active["actor"], len(exc.issues), self.current().version)
+                return False
+            old = self.current().version
+            self.apply(policy)
+            self._seen = active["id"]
         log.info("policy %s -> %s (published by %s)", old, policy.version, active["actor"])
         return True
 
     def _materialize(self, version: str, files: dict[str, str]) -> PolicySet:
+        if not VERSION.fullmatch(version):  # it names a folder: never a path from the database
+            raise PolicyError([PolicyIssue("policy", 0, "published version is not a policy version (pol-<hex>)")])
         folder = self._folder / version
         if folder.exists():
             shutil.rmtree(folder)
@@ -123,12 +137,25 @@ class PolicySync:
                 except asyncio.TimeoutError:
                     pass
                 self._changed.clear()
+                if self._stop_listening is not None and not getattr(self._stop_listening, "alive", lambda: True)():
+                    await self._listen_again()
                 try:
                     await self.check()
                 except Exception as exc:  # a database hiccup: try again at the next tick
                     log.warning("policy check failed: %s", type(exc).__name__)
         finally:
             await self.close()
+
+    async def _listen_again(self) -> None:
+        """The notification connection was lost (PostgreSQL restarted): open a new one, or poll until it works."""
+        try:
+            self._stop_listening = await self.store.listen_policy(self._changed.set)
+            log.info("listening for policy changes again")
+        except Exception as exc:
+            log.warning("cannot listen for policy changes yet (%s); checking every %gs", type(exc).__name__,
+                        self.poll_seconds)
+            self._changed.set()  # keeps the loop checking until listening works
+            await asyncio.sleep(self.poll_seconds)
 
     async def close(self) -> None:
         if self._stop_listening:

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bot.storage.db import DatabaseBusy
 from bot.storage.store import Result, Store
@@ -81,12 +81,16 @@ def translate(sql: str) -> tuple[str, bool]:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for logs and messages."""
+    """The URL without its passwords (in the address or as `password=`/`sslpassword=` parameters), for messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=netloc[0].split(":", 1)[0] + ":***@" + netloc[1]))
+    if parts.password is not None:
+        user, host = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=user.split(":", 1)[0] + ":***@" + host)
+    if parts.query:
+        query = [(k, "***" if k.lower() in ("password", "sslpassword") else v)
+                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -189,7 +193,9 @@ class PostgresStore(Store):
         async with self.pool.acquire() as conn:
             self._tx[task] = conn
             try:
-                async with conn.transaction():
+                # READ COMMITTED whatever the server's default: after the lock, each statement sees every write
+                # committed before (the cooldown and duplicate checks rely on it).
+                async with conn.transaction(isolation="read_committed"):
                     try:
                         if community is None or not self.community_locks:
                             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('caveat.write.' ||"
@@ -240,12 +246,15 @@ class PostgresStore(Store):
 
         conn = await asyncpg.connect(self.url)
         await conn.add_listener("caveat_policy", lambda *_: callback())
+        # A lost connection (PostgreSQL restarted) wakes the follower, which checks and listens again.
+        conn.add_termination_listener(lambda *_: callback())
 
         async def stop() -> None:
             try:
                 await conn.close()
             except Exception:  # already gone with the server
                 pass
+        stop.alive = lambda: not conn.is_closed()  # type: ignore[attr-defined]
         return stop
 
     @contextlib.asynccontextmanager

@@ -47,6 +47,8 @@ def test_store_sql_is_translated_for_postgresql():
 def test_a_database_password_never_appears_in_messages():
     assert redact_url("postgresql://caveat:s3cret@db:5432/caveat") == "postgresql://caveat:***@db:5432/caveat"
     assert redact_url("postgresql://caveat@db/caveat") == "postgresql://caveat@db/caveat"
+    assert "s3cret" not in redact_url("postgresql://caveat@db/caveat?password=s3cret&sslmode=require")
+    assert "sslmode=require" in redact_url("postgresql://caveat@db/caveat?password=s3cret&sslmode=require")
 
 
 @pytest.mark.skipif("postgresql" not in BACKENDS, reason="CAVEAT_TEST_BACKENDS excludes postgresql")

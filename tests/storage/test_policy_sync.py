@@ -131,3 +131,81 @@ def test_an_invalid_policy_is_never_published(database, policy_dir, capsys):
     (policy_dir / "thresholds.yaml").write_text("thresholds: [")
     assert main(["policy", "publish", str(policy_dir), "--db", str(database)]) == 2
     assert "NOT published" in capsys.readouterr().err
+
+
+async def test_a_published_version_is_never_used_as_a_path(database, policy, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("still here")
+    store = await Store.open(database)
+    proc = Process(store, policy)
+    try:
+        await proc.sync.start()
+        rel = "../" * 12 + str(victim).lstrip("/")
+        await store.publish_policy(rel, {"dropped.txt": "x"}, actor="mallory")
+        assert await proc.sync.check() is False
+        assert (victim / "keep.txt").read_text() == "still here" and not (victim / "dropped.txt").exists()
+        assert proc.holder.current.version == policy.version
+    finally:
+        await proc.sync.close()
+        await store.close()
+
+
+async def test_a_failed_read_of_a_publication_is_retried(database, policy, policy_dir, monkeypatch):
+    a_store, b_store = await Store.open(database), await Store.open(database)
+    a, b = Process(a_store, policy), Process(b_store, policy)
+    try:
+        await a.sync.start()
+        await b.sync.start()
+        edited_copy(policy_dir)
+        new = load_policy(policy_dir)
+        await a.sync.publish(new, actor="alice")
+        real = b_store.policy_files
+        calls = []
+
+        async def flaky(version):
+            calls.append(version)
+            if len(calls) == 1:
+                raise ConnectionResetError("the database went away for a moment")
+            return await real(version)
+        monkeypatch.setattr(b_store, "policy_files", flaky)
+        try:
+            await b.sync.check()
+        except ConnectionResetError:
+            pass
+        assert b.holder.current.version == policy.version
+        assert await b.sync.check() is True and b.holder.current.version == new.version
+    finally:
+        await a.sync.close()
+        await b.sync.close()
+        await a_store.close()
+        await b_store.close()
+
+
+async def test_a_follower_listens_again_after_losing_its_notification_connection(pg_cluster, policy, policy_dir):
+    """PostgreSQL restarted (here: the listening backend is terminated): the next publication still arrives at
+    once, not at the next fallback poll a minute later."""
+    url = pg_cluster.new_url()
+    a_store, b_store = await Store.open(url), await Store.open(url)
+    a, b = Process(a_store, policy), Process(b_store, policy)
+    follower = None
+    try:
+        await a.sync.start()
+        await b.sync.start()
+        follower = asyncio.create_task(b.sync.run())
+        await wait_for(lambda: b.sync._stop_listening is not None)
+        killed = await a_store._all("SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity"
+                                    " WHERE query LIKE 'LISTEN%' AND pid != pg_backend_pid()")
+        assert killed and all(r["done"] for r in killed)
+        await asyncio.sleep(0.5)
+        edited_copy(policy_dir)
+        new = load_policy(policy_dir)
+        await a.sync.publish(new, actor="alice")
+        await wait_for(lambda: b.holder.current.version == new.version)
+    finally:
+        if follower is not None:
+            follower.cancel()
+        await a.sync.close()
+        await b.sync.close()
+        await a_store.close()
+        await b_store.close()
