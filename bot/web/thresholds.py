@@ -183,7 +183,9 @@ async def thresholds_submit(request: web.Request) -> web.Response:
     points, changes = _points(policy, mode, values, sim, moderator)
     if not changes:
         return await thresholds_page(request, mode=mode, errors=["nothing changed: move a threshold first"], status=400)
-    policy_dir = request.app[POLICY_DIR]
+    # The files of the policy in force (which another process may have published), not whatever the configured
+    # folder holds: a threshold save must not undo someone else's rules or notes.
+    policy_dir = policy.directory or request.app[POLICY_DIR]
     try:
         await asyncio.to_thread(write_thresholds, policy_dir, points)
         new_policy = await asyncio.to_thread(load_policy, policy_dir)

@@ -193,3 +193,21 @@ async def test_invalid_thresholds_are_refused_and_the_file_is_kept(client, dash)
         assert response.status == 400 and message in await response.text()
     assert (dash.policy_dir / "thresholds.yaml").read_text() == before
     assert dash.pipeline.policy.version == version
+
+
+async def test_saving_a_threshold_keeps_the_rest_of_the_policy_in_force(client, dash, tmp_path):
+    """Another process published a policy with an edited note; a threshold saved here changes the threshold of
+    that policy, and does not bring back the older note from this dashboard's folder."""
+    import shutil
+    published = tmp_path / "published"
+    shutil.copytree(dash.policy_dir, published)
+    notes = sorted((published / "notes").glob("*.yaml"))[0]
+    notes.write_text(notes.read_text().replace("title: ", "title: Updated ", 1))
+    dash.pipeline.set_policy(load_policy(published))   # what following that publication did
+    html = await (await client.get("/thresholds")).text()
+    response = await client.post("/thresholds", data={"csrf": csrf_in(html), "mode": "rules_only", "op": "save",
+                                                      "t.promotion.note": "0.6"})
+    assert response.status == 200
+    now = dash.pipeline.policy
+    assert now.threshold("rules_only", "promotion", "note").value == 0.6
+    assert any(n.title.startswith("Updated ") for n in now.notes.values())
