@@ -222,6 +222,7 @@ def cmd_purge(args) -> int:
         store = await Store.open(args.db or default_db_path())
         try:
             n = await store.purge_retention(days)
+            await store.compact()  # PostgreSQL: removed text leaves the table files too
         finally:
             await store.close()
         print(f"purged the text of {n} posts older than {days} days")

@@ -17,7 +17,10 @@ across processes:
 - A lock wait longer than `busy_budget_s` raises `DatabaseBusy`, like a SQLite database locked for too long.
 - Migrations come from `migrations/postgres/` with the same numbers as SQLite's, applied under a session
   advisory lock so two processes starting together never both migrate.
-- After a commit that removed members' text, `VACUUM` prunes the old row versions from the tables.
+- After a commit that removed members' text, `VACUUM` prunes the old row versions so no query can see them; but
+  PostgreSQL does not zero the space they held, so the text stays in the table files until they are rewritten:
+  `compact()` (run by `caveat purge`) does that with `VACUUM FULL`. The WAL, replicas and backups keep older copies
+  until they are recycled: that is the operator's retention to set.
 """
 from __future__ import annotations
 
@@ -225,8 +228,14 @@ class PostgresStore(Store):
     def scrub_pending(self) -> bool:
         return self._vacuum_lock.locked()
 
+    async def compact(self) -> None:
+        """Rewrite the tables that hold members' text (`VACUUM FULL`): removed text is then gone from their files.
+        Takes each table's exclusive lock while it is rewritten (seconds for a large table): run it off-peak."""
+        async with self._vacuum_lock, self.pool.acquire() as conn:
+            await conn.execute("VACUUM FULL " + ", ".join(TEXT_TABLES))
+
     async def _scrub(self) -> bool:
-        """VACUUM the tables that held removed text, so its old row versions are pruned. Never raises."""
+        """VACUUM the tables that held removed text, so no query can see its old row versions. Never raises."""
         try:
             async with self._vacuum_lock, self.pool.acquire() as conn:
                 await conn.execute("VACUUM " + ", ".join(TEXT_TABLES))

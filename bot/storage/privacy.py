@@ -180,6 +180,10 @@ class PrivacyMixin(StoreBase):
                              now=now)
         return len(ids)
 
+    async def compact(self) -> None:
+        """Make removed text unrecoverable from the database's files. SQLite needs nothing more (secure_delete
+        zeroes freed pages, the WAL is checkpointed after each deletion); PostgreSQL rewrites its text tables."""
+
     async def purge_retention(self, days: int, *, now: datetime | None = None) -> int:
         """Drop the text of posts older than `days`; decisions and daily counts stay. Returns posts purged."""
         cutoff = iso((now or utcnow()) - timedelta(days=days))

@@ -181,3 +181,25 @@ async def test_on_postgresql_one_servers_post_never_holds_up_anothers(pg_cluster
         release.set()
         await a.close()
         await b.close()
+
+
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="CAVEAT_TEST_BACKENDS excludes postgresql")
+async def test_on_postgresql_forgotten_text_leaves_the_table_files_after_compaction(pg_cluster, policy):
+    from pathlib import Path
+    store = await Store.open(pg_cluster.new_url())
+    marker = "zqxjmarker"
+    try:
+        for i in range(20):
+            await Pipeline(store, policy).handle(post(mid=f"f{i}", author="leaver", text=f"{RISKY} {marker}{i}"), now=T0)
+        assert await store.forget_user("leaver", community="g1") == 20
+        await store.compact()
+        await store._exec("CHECKPOINT")
+        data = Path((await store._one("SHOW data_directory"))["data_directory"])
+        files = []
+        for table in ("posts", "decisions", "feedback"):
+            rel = (await store._one("SELECT pg_relation_filepath(?) AS f", (table,)))["f"]
+            files += sorted(data.glob(rel + "*"))
+        assert files and not any(marker.encode() in f.read_bytes() for f in files)
+        assert await store._count("SELECT COUNT(*) AS n FROM posts WHERE text LIKE ?", (f"%{marker}%",)) == 0
+    finally:
+        await store.close()
