@@ -1,7 +1,6 @@
 """Fixtures for the dashboard: an app on a temporary database and policy copy, a logged-in client, a browser."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,23 +11,10 @@ from bot.pipeline import Pipeline
 from bot.web.app import build_app
 from bot.web.auth import ensure_token
 from policies.loader import load_policy
+from web_helpers import BORDERLINE, CRISIS, RISKY, SAFE, SELLER, csrf_in, link_login, login, shot  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
-
-RISKY = "Put the rapa cream right on the fresh surgical wound, it stops the scar"
-BORDERLINE = "I'm thinking of stopping my sertraline cold turkey next week"
-SELLER = "DM me, I sell sirolimus"
-CRISIS = "I want to kill myself tonight"
-SAFE = "Don't put rapamycin on a fresh surgical wound, it slows healing"
-
-
-def csrf_in(html: str) -> str:
-    """The CSRF token embedded in a page's forms."""
-    return re.search(r'name="csrf" value="([^"]+)"', html).group(1)
-
 
 @dataclass
 class Dash:
@@ -47,13 +33,6 @@ async def dash(store, policy_dir) -> Dash:
     pipeline = Pipeline(store, load_policy(policy_dir), scorer=None)
     token = await ensure_token(store)
     return Dash(build_app(store, pipeline, str(policy_dir)), store, pipeline, token, policy_dir)
-
-
-async def login(client: TestClient, token: str, name: str = "alice"):
-    """Log in through the form (CSRF included); returns the response after the redirect."""
-    page = await client.get("/login")
-    return await client.post("/login", data={"csrf": csrf_in(await page.text()), "name": name, "token": token,
-                                             "next": "/queue"})
 
 
 @pytest.fixture
@@ -104,21 +83,6 @@ async def page(browser, server, dash):
     await pg.wait_for_url("**/queue")
     yield pg
     await context.close()
-
-
-async def shot(pg, name: str) -> None:
-    """Save a full-page screenshot to test-artifacts/screenshots/<name>.png."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-async def link_login(client: TestClient, store, community: str, moderator_id: str, name: str = "mod", *,
-                     minutes: float = 15):
-    """Log in the way `/caveat dashboard` does: a one-time link, its confirm page, then the confirm POST.
-    Returns the response after the redirect."""
-    token = await store.create_login_link(community, moderator_id, name, minutes=minutes)
-    page = await client.get(f"/login/link/{token}")
-    return await client.post(f"/login/link/{token}", data={"csrf": csrf_in(await page.text())})
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from bot.web.app import bind_problem, is_loopback
 from bot.web.auth import ensure_token
 from bot.web.sandbox import sandbox_post
 
-from conftest import csrf_in, login
+from web_helpers import csrf_in, login
 
 PAGES = ["/queue", "/sandbox", "/audit", "/audit.csv", "/stats", "/thresholds", "/case/1", "/thresholds/simulate"]
 

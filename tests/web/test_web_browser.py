@@ -5,7 +5,7 @@ from bot.web.queries import SANDBOX
 
 from bot.web.sandbox import post_to_sandbox, seed
 
-from conftest import BORDERLINE, CRISIS, RISKY, shot
+from web_helpers import BORDERLINE, CRISIS, RISKY, shot
 
 
 async def _send(page, text, name="mira"):

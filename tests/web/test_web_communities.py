@@ -14,7 +14,7 @@ from bot.engine import Post
 from bot.web.sandbox import post_to_sandbox
 from policies.loader import DEFAULT_POLICY_DIR
 
-from conftest import CRISIS, RISKY, SELLER, csrf_in, shot
+from web_helpers import CRISIS, RISKY, SELLER, csrf_in, shot
 
 QUEUED = "I am going to stop my meds cold turkey"
 MOD = {"111": "900000000000000111", "222": "900000000000000222"}   # Discord ids of one moderator per server

@@ -15,7 +15,7 @@ from bot.web.keys import AUTH
 
 from bot.web.sandbox import post_to_sandbox
 
-from conftest import RISKY, SELLER, csrf_in, login
+from web_helpers import RISKY, SELLER, csrf_in, login
 
 HUGE = "9" * 25            # past SQLite's 2**63-1: int() works, the query would raise OverflowError
 

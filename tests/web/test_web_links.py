@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.storage.clock import utcnow
 
-from conftest import csrf_in, link_login
+from web_helpers import csrf_in, link_login
 
 MINA = "900000000000000111"
 REFUSED = "This login link is not valid: it was already used, has expired, or was revoked."

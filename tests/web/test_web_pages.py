@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.web.sandbox import SEED, post_to_sandbox, seed
 from policies.loader import DEFAULT_POLICY_DIR, load_policy
 
-from conftest import BORDERLINE, CRISIS, RISKY, SAFE, SELLER, csrf_in, login
+from web_helpers import BORDERLINE, CRISIS, RISKY, SAFE, SELLER, csrf_in, login
 
 
 async def _post(client, text, name="mira"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from bot.community import load_config
 from bot.web.queries import SANDBOX
-from conftest import csrf_in
+from web_helpers import csrf_in
 
 
 async def _save(client, **fields):
