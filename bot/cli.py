@@ -147,13 +147,20 @@ def cmd_check(args) -> int:
     return asyncio.run(run())
 
 
-def cmd_policy_validate(args) -> int:
-    """Validate a policy directory; exit 2 with file:line errors, 1 with --strict when a note expired or expires soon."""
+def _load_or_report(directory) -> PolicySet | None:
+    """The policy in `directory`, or None after printing each problem as `file:line: what` on stderr."""
     try:
-        p = load_policy(args.dir)
+        return load_policy(directory)
     except PolicyError as exc:
         for issue in exc.issues:
             print(str(issue), file=sys.stderr)
+        return None
+
+
+def cmd_policy_validate(args) -> int:
+    """Validate a policy directory; exit 2 with file:line errors, 1 with --strict when a note expired or expires soon."""
+    p = _load_or_report(args.dir)
+    if p is None:
         return EXIT_USAGE
     for warning in p.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -166,11 +173,8 @@ def cmd_policy_publish(args) -> int:
     """Put a policy directory in force for every Caveat process on the database (they follow within seconds)."""
     from bot.policy_sync import PolicySync
     from bot.storage import Store, default_db_path
-    try:
-        p = load_policy(args.dir)
-    except PolicyError as exc:
-        for issue in exc.issues:
-            print(str(issue), file=sys.stderr)
+    p = _load_or_report(args.dir)
+    if p is None:
         print("caveat: policy NOT published: fix the problems above", file=sys.stderr)
         return EXIT_USAGE
 

@@ -52,6 +52,12 @@ class Outcome:
     community_id: str = ""
 
 
+def has_platform_work(outcome: Outcome) -> bool:
+    """Has the adapter something to post for this outcome (a reply, a case card)? Most posts have nothing: they
+    are neither marked for takeover nor released, so they cost no extra write."""
+    return outcome.reply is not None or outcome.case_id is not None
+
+
 class Pipeline:
     """Assess posts with the current policy and optional model, and keep storage in step."""
 
@@ -169,7 +175,8 @@ class Pipeline:
                 if existing is not None:  # another task stored it while this one was scoring
                     return Outcome(post_id, existing["id"], None, duplicate=True, community_id=post.community_id)
             outcome = await self._record(post, post_id, decision, shadow=shadow, replayed=replayed, now=now)
-            if self.instance is not None:  # this process posts what was reserved; if it dies, another will
+            if self.instance is not None and has_platform_work(outcome):
+                # this process posts what was reserved; if it dies, another will
                 await self.store.set_handler(post_id, self.instance)
         metrics.observe_decision(decision, time.perf_counter() - started)
         return outcome
@@ -188,7 +195,7 @@ class Pipeline:
         async with self.store.transaction(community=post.community_id):
             await self.store.edit_post(stored["id"], post.text, now=now)
             outcome = await self._record(post, stored["id"], decision, shadow=shadow, now=now, edited=True)
-            if self.instance is not None:
+            if self.instance is not None and has_platform_work(outcome):
                 await self.store.set_handler(stored["id"], self.instance)
             await self.store.audit("caveat", "reassessed_edit", community=post.community_id, post_id=stored["id"],
                                    decision_id=outcome.decision_id, detail={"action": decision.action}, now=now)

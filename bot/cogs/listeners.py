@@ -15,7 +15,7 @@ from discord.ext import commands
 from bot.cogs import render
 from bot.cogs.review import NO_PINGS, note_view
 from bot.engine import Post
-from bot.pipeline import Outcome
+from bot.pipeline import Outcome, has_platform_work
 from bot.storage.contract import Storage
 
 log = logging.getLogger("caveat.listeners")
@@ -99,7 +99,8 @@ class Listeners(commands.Cog):
                 outcome = await self.bot.pipeline.handle(post, parents=self.parents(message.channel))
                 if not outcome.duplicate:
                     await self._act(message, post, outcome)
-                    await self._done(outcome.post_id)
+                    if has_platform_work(outcome):
+                        await self._done(outcome.post_id)
         finally:
             self.bot.dispatch("caveat_post_handled", message.id, outcome)
 
@@ -120,7 +121,8 @@ class Listeners(commands.Cog):
                 outcome = await self.bot.pipeline.handle_edit(post, parents=self.parents(message.channel))
                 if outcome is not None and not outcome.duplicate:
                     await self._act(message, post, outcome)
-                    await self._done(outcome.post_id)
+                    if has_platform_work(outcome):
+                        await self._done(outcome.post_id)
         finally:
             self.bot.dispatch("caveat_post_handled", message.id, outcome)
 
